@@ -1,0 +1,6 @@
+"""FADA's building blocks as Keras layers."""
+
+from keras_fada.layers.discriminator import FineGrainedDiscriminator
+from keras_fada.layers.domain_encoder import DomainEncoder
+
+__all__ = ["DomainEncoder", "FineGrainedDiscriminator"]
