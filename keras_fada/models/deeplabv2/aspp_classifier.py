@@ -1,0 +1,67 @@
+"""The DeepLabV2 ASPP classifier C of FADA (official ``ASPP_Classifier_V2``)."""
+
+import keras
+from keras import layers
+
+from keras_fada.layers.discriminator import torch_conv_bias_initializer
+
+
+@keras.saving.register_keras_serializable(package="keras_fada")
+class ASPPClassifier(layers.Layer):
+    """Four parallel 3x3 convolutions with dilations 6/12/18/24 and bias, summed.
+
+    No BN, no ReLU, no dropout; kernels are initialised N(0, 0.01) and biases with PyTorch's
+    default ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, as in the official code. The output stays at the
+    feature resolution (stride 8); the caller upsamples it (``keras_fada.ops.resize_bilinear``).
+    The sublayers ``conv2d_list_{i}`` map to the official keys ``conv2d_list.{i}.{weight,bias}``.
+
+    Args:
+        num_classes: K, the number of semantic classes.
+        dilations: dilation (= PyTorch padding) of each branch.
+        kernel_stddev: standard deviation of the normal kernel initialiser.
+
+    Example:
+    >>> aspp = ASPPClassifier(num_classes=19)
+    >>> aspp(keras.random.normal((1, 33, 65, 2048))).shape
+    (1, 33, 65, 19)
+    """
+
+    def __init__(self, num_classes, dilations=(6, 12, 18, 24), kernel_stddev=0.01, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = int(num_classes)
+        self.dilations = tuple(int(d) for d in dilations)
+        self.kernel_stddev = float(kernel_stddev)
+        self.conv2d_list = [
+            layers.Conv2D(
+                self.num_classes,
+                3,
+                padding="same",
+                dilation_rate=d,
+                use_bias=True,
+                kernel_initializer=keras.initializers.RandomNormal(0.0, self.kernel_stddev),
+                dtype=self.dtype_policy,
+                name=f"conv2d_list_{i}",
+            )
+            for i, d in enumerate(self.dilations)
+        ]
+
+    def build(self, input_shape):
+        for conv in self.conv2d_list:
+            conv.bias_initializer = torch_conv_bias_initializer(9 * int(input_shape[-1]))
+            conv.build(input_shape)
+
+    def call(self, features):
+        out = self.conv2d_list[0](features)
+        for conv in self.conv2d_list[1:]:
+            out = out + conv(features)
+        return out
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.num_classes,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_classes=self.num_classes, dilations=list(self.dilations), kernel_stddev=self.kernel_stddev
+        )
+        return config
