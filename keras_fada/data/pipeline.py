@@ -177,11 +177,19 @@ def _jitter_strength(jitter):
 def _index_stream(n, *, shuffle, repeat, seed, indices=None):
     if indices is not None:
         ds = tf.data.Dataset.from_tensor_slices(tf.constant(np.asarray(indices, np.int64)))
-    else:
+        return ds.repeat() if repeat else ds
+    if not shuffle:
         ds = tf.data.Dataset.range(n)
-        if shuffle:
-            ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-    return ds.repeat() if repeat else ds
+        return ds.repeat() if repeat else ds
+
+    # Epoch e is a stateless permutation seeded by (seed, e): every new iterator of the dataset
+    # yields the same sequence (a seeded ``shuffle`` would advance its state per iterator).
+    def epoch(e):
+        keys = tf.random.stateless_uniform([n], tf.stack([tf.constant(int(seed), tf.int64), e]))
+        return tf.data.Dataset.from_tensor_slices(tf.cast(tf.argsort(keys), tf.int64))
+
+    epochs = tf.data.Dataset.range(2**62) if repeat else tf.data.Dataset.range(1)
+    return epochs.flat_map(epoch)
 
 
 def balanced_indices(spec: DatasetSpec, num_samples: int | None = None, seed: int = 0) -> np.ndarray:
