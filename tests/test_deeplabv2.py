@@ -1,0 +1,261 @@
+"""DeepLabV2 segmentors: equality with PyTorch networks of the official layout, parameter counts,
+frozen/trainable BN under fit, input normalisation, serialisation."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_fada.layers import FineGrainedDiscriminator
+from keras_fada.models import (
+    ASPPClassifier,
+    FrozenBatchNormalization,
+    Segmentor,
+    deeplabv2_resnet,
+    deeplabv2_resnet101,
+    deeplabv2_resnet_small,
+    deeplabv2_vgg,
+    deeplabv2_vgg16,
+)
+from keras_fada.models.deeplabv2 import load_state_dict
+from keras_fada.models.deeplabv2.normalization import CAFFE_BGR_MEAN, IMAGENET_MEAN, IMAGENET_STD
+
+# Small ResNet: 2 blocks in the dilated stages so that both "first block keeps the previous dilation"
+# and the dilation-2/4 blocks are exercised; odd input size so that padding mistakes show.
+BLOCKS, WIDTHS = (1, 2, 2, 2), (8, 16, 16, 32)
+VGG_WIDTHS, VGG_FC = (4, 8, 8, 16, 16), 32
+H, W = 65, 97
+
+
+def _close(keras_out, torch_out, tol=1e-4):
+    keras_out = keras.ops.convert_to_numpy(keras_out)
+    assert keras_out.shape == torch_out.shape
+    scale = max(1.0, float(np.abs(torch_out).max()))
+    err = float(np.abs(keras_out - torch_out).max())
+    assert err <= tol * scale, f"max |keras - torch| = {err} (output scale {scale})"
+
+
+def _images(seed=0, n=1):
+    return np.random.default_rng(seed).normal(size=(n, H, W, 3)).astype("float32")
+
+
+def _n_params(variables):
+    return sum(int(np.prod(v.shape)) for v in variables)
+
+
+@pytest.mark.parametrize("frozen_bn", [True, False])
+def test_small_resnet_matches_torch(frozen_bn):
+    pytest.importorskip("torch")
+    from tests import official_torch_nets as ref
+
+    backbone = ref.randomize(ref.ResNet(BLOCKS, WIDTHS, frozen_bn=frozen_bn), seed=1)
+    fe_t = ref.FeatureExtractor(backbone)
+    cls_t = ref.randomize(ref.ASPPClassifierV2(WIDTHS[-1] * 4, 5), seed=2)
+    disc_t = ref.randomize(ref.PixelDiscriminator(WIDTHS[-1] * 4, ndf=32, num_classes=5), seed=3)
+    checkpoint = {
+        "iteration": 10,
+        "feature_extractor": ref.state_dict_numpy(fe_t, prefix="module."),
+        "classifier": ref.state_dict_numpy(cls_t, prefix="module."),
+        "model_D": ref.state_dict_numpy(disc_t, prefix="module."),
+    }
+    g = deeplabv2_resnet(5, blocks=BLOCKS, widths=WIDTHS, frozen_bn=frozen_bn, normalize_inputs=False)
+    disc = FineGrainedDiscriminator(5, filters=(32, 16))
+    n = load_state_dict(g, checkpoint, discriminator=disc)
+    assert n == len(g.weights) + len(disc.weights)
+
+    x = _images()
+    feats_t = ref.run(fe_t, x)
+    assert feats_t.shape == (1, 9, 13, WIDTHS[-1] * 4)
+    feats = g.feature_extractor(x, training=False)
+    _close(feats, feats_t)
+    _close(g(x, training=False), ref.run(cls_t, feats_t))
+    _close(disc(feats_t), ref.run(disc_t, feats_t))
+
+
+def test_vgg_matches_torch():
+    pytest.importorskip("torch")
+    from tests import official_torch_nets as ref
+
+    fe_t = ref.FeatureExtractor(ref.randomize(ref.vgg_backbone(VGG_WIDTHS, VGG_FC), seed=4))
+    cls_t = ref.randomize(ref.ASPPClassifierV2(VGG_FC, 3), seed=5)
+    checkpoint = {
+        "feature_extractor": ref.state_dict_numpy(fe_t),
+        "classifier": ref.state_dict_numpy(cls_t),
+    }
+    g = deeplabv2_vgg(3, widths=VGG_WIDTHS, fc_width=VGG_FC, normalize_inputs=False)
+    load_state_dict(g, checkpoint)
+    x = _images(seed=1)
+    feats_t = ref.run(fe_t, x)
+    assert feats_t.shape == (1, 8, 12, VGG_FC)  # three floor-mode 2x2 pools: 65 -> 8, 97 -> 12
+    _close(g.feature_extractor(x), feats_t)
+    _close(g(x), ref.run(cls_t, feats_t))
+
+
+def test_aspp_and_discriminator_match_torch_alone():
+    pytest.importorskip("torch")
+    from keras_fada.models.deeplabv2.weights import _Plan, classifier_variables, discriminator_variables
+    from tests import official_torch_nets as ref
+
+    cls_t = ref.randomize(ref.ASPPClassifierV2(24, 7), seed=6)
+    disc_t = ref.randomize(ref.PixelDiscriminator(24, ndf=16, num_classes=7), seed=7)
+    aspp = ASPPClassifier(7)
+    disc = FineGrainedDiscriminator(7, filters=(16, 8))
+    aspp.build((None, None, None, 24))
+    disc.build((None, None, None, 24))
+    plan = _Plan()
+    plan.match("classifier", classifier_variables(aspp), ref.state_dict_numpy(cls_t))
+    plan.match("model_D", discriminator_variables(disc), ref.state_dict_numpy(disc_t))
+    plan.apply()
+    x = np.random.default_rng(2).normal(size=(2, 29, 31, 24)).astype("float32")  # smaller than dilation 24
+    _close(aspp(x), ref.run(cls_t, x))
+    _close(disc(x), ref.run(disc_t, x))
+
+
+def test_aspp_init_and_shape():
+    aspp = ASPPClassifier(19)
+    out = aspp(keras.ops.zeros((1, 9, 13, 64)))
+    assert tuple(out.shape) == (1, 9, 13, 19)
+    assert [c.dilation_rate for c in aspp.conv2d_list] == [(6, 6), (12, 12), (18, 18), (24, 24)]
+    kernels = np.concatenate([keras.ops.convert_to_numpy(c.kernel).ravel() for c in aspp.conv2d_list])
+    assert abs(kernels.std() - 0.01) < 0.001
+    assert all(c.use_bias for c in aspp.conv2d_list)
+
+
+def test_frozen_batch_norm_formula_has_no_epsilon():
+    bn = FrozenBatchNormalization()
+    bn.build((None, 4))
+    gamma, beta = np.array([1.0, 2.0, 0.5, 1.0]), np.array([0.0, 1.0, -1.0, 0.5])
+    mean, var = np.array([0.1, -0.2, 0.0, 3.0]), np.array([1e-6, 4.0, 0.25, 1.0])
+    variables = (bn.gamma, bn.beta, bn.moving_mean, bn.moving_variance)
+    for v, value in zip(variables, (gamma, beta, mean, var), strict=True):
+        v.assign(value.astype("float32"))
+    x = np.random.default_rng(0).normal(size=(3, 4)).astype("float32")
+    expected = x * gamma / np.sqrt(var) + (beta - mean * gamma / np.sqrt(var))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn(x)), expected, rtol=1e-5, atol=1e-5)
+    assert bn.trainable_weights == [] and len(bn.non_trainable_weights) == 4
+
+
+@pytest.mark.parametrize("kind", ["resnet", "vgg"])
+def test_input_normalisation_is_applied_once(kind):
+    rgb = np.random.default_rng(3).uniform(0, 255, size=(1, 33, 41, 3)).astype("float32")
+    if kind == "resnet":
+        build = lambda norm: deeplabv2_resnet_small(4, normalize_inputs=norm)  # noqa: E731
+        normalised = (rgb / 255.0 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
+    else:
+        build = lambda norm: deeplabv2_vgg(4, VGG_WIDTHS, VGG_FC, normalize_inputs=norm)  # noqa: E731
+        normalised = rgb[..., ::-1] - np.array(CAFFE_BGR_MEAN)
+    with_norm, without = build(True), build(False)
+    without.set_weights(with_norm.get_weights())
+    a = keras.ops.convert_to_numpy(with_norm.feature_extractor(rgb))
+    b = keras.ops.convert_to_numpy(without.feature_extractor(normalised.astype("float32")))
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * max(1.0, np.abs(b).max()))
+
+
+def test_resnet101_parameter_counts():
+    g = deeplabv2_resnet101(num_classes=19)
+    fe = g.feature_extractor
+    # Official (torch_fada_step.py --mode params): 42,394,816 conv weights, 104 FrozenBN x 4 buffers.
+    assert _n_params(fe.trainable_weights) == 42_394_816
+    assert _n_params(fe.non_trainable_weights) == 210_688
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in fe.layers)
+    assert fe.output.shape[-1] == 2048
+    assert _n_params(g.classifier.trainable_weights) == 1_400_908
+    disc = FineGrainedDiscriminator(19)
+    disc.build((None, None, None, 2048))
+    assert disc.count_params() == 5_057_702
+    # Frozen BN stays out of the trainable set even when everything is set trainable.
+    g.trainable = True
+    assert _n_params(g.trainable_weights) == 42_394_816 + 1_400_908
+
+
+def test_resnet101_trainable_bn_parameter_counts():
+    fe = deeplabv2_resnet101(num_classes=19, frozen_bn=False).feature_extractor
+    assert _n_params(fe.trainable_weights) == 42_394_816 + 105_344  # + BN gamma/beta
+    assert _n_params(fe.non_trainable_weights) == 105_344  # moving mean/var
+
+
+def test_vgg16_parameter_counts():
+    g = deeplabv2_vgg16(num_classes=19)
+    # torchvision vgg16.features (14,714,688) + fc6 (4,719,616) + fc7 (9,438,208).
+    assert _n_params(g.feature_extractor.trainable_weights) == 28_872_512
+    assert g.feature_extractor.non_trainable_weights == []
+    assert g.feature_extractor.output.shape[-1] == 1024
+    assert _n_params(g.classifier.trainable_weights) == 700_492  # 4 x (1024*19*9 + 19)
+    disc = FineGrainedDiscriminator(19)
+    disc.build((None, None, None, 1024))
+    assert disc.count_params() == 2_698_406
+
+
+def test_resnet_structure_matches_official_layout():
+    fe = deeplabv2_resnet(19, blocks=(3, 4, 6, 3), widths=(2, 2, 4, 8)).feature_extractor
+    convs = {layer.name: layer for layer in fe.layers if isinstance(layer, keras.layers.Conv2D)}
+    assert convs["conv1"].strides == (2, 2) and convs["conv1"].padding == "valid"
+    assert convs["layer2_0_conv2"].strides == (2, 2) and convs["layer2_0_conv1"].strides == (1, 1)
+    assert convs["layer2_0_downsample_0"].strides == (2, 2)
+    assert convs["layer3_0_conv2"].dilation_rate == (1, 1) and convs["layer3_0_conv2"].strides == (1, 1)
+    assert convs["layer3_0_downsample_0"].strides == (1, 1)
+    assert all(convs[f"layer3_{i}_conv2"].dilation_rate == (2, 2) for i in range(1, 6))
+    assert convs["layer4_0_conv2"].dilation_rate == (2, 2)
+    assert all(convs[f"layer4_{i}_conv2"].dilation_rate == (4, 4) for i in range(1, 3))
+    assert "layer1_0_downsample_0" in convs and "layer1_1_downsample_0" not in convs
+    assert tuple(fe(np.zeros((1, 65, 97, 3), "float32")).shape) == (1, 9, 13, 32)
+
+
+def _fit_two_steps(g):
+    g.compile(
+        optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    x = np.random.default_rng(0).uniform(0, 255, size=(2, 33, 41, 3)).astype("float32")
+    y = np.random.default_rng(1).integers(0, 3, size=(2, 5, 6)).astype("int32")
+    g.fit(x, y, batch_size=2, epochs=2, verbose=0)
+
+
+def test_frozen_bn_stays_frozen_through_fit():
+    g = deeplabv2_resnet_small(3)
+    rng = np.random.default_rng(0)
+    frozen = [layer for layer in g.feature_extractor.layers if isinstance(layer, FrozenBatchNormalization)]
+    assert len(frozen) == 1 + 4 * 3 + 4  # stem + 3 per block + one downsample BN per stage
+    for layer in frozen:
+        for v in layer.weights:
+            v.assign(rng.uniform(0.5, 1.5, size=v.shape).astype("float32"))
+    before = [keras.ops.convert_to_numpy(v).copy() for layer in frozen for v in layer.weights]
+    conv_before = keras.ops.convert_to_numpy(g.feature_extractor.get_layer("conv1").kernel).copy()
+    g.trainable = True
+    frozen_ids = {id(v) for layer in frozen for v in layer.weights}
+    assert not frozen_ids & {id(v) for v in g.trainable_weights}
+    _fit_two_steps(g)
+    after = [keras.ops.convert_to_numpy(v) for layer in frozen for v in layer.weights]
+    for a, b in zip(before, after, strict=True):
+        np.testing.assert_array_equal(a, b)
+    conv_after = keras.ops.convert_to_numpy(g.feature_extractor.get_layer("conv1").kernel)
+    assert not np.allclose(conv_before, conv_after)
+
+
+def test_trainable_bn_updates_through_fit():
+    g = deeplabv2_resnet_small(3, frozen_bn=False)
+    bn = g.feature_extractor.get_layer("layer2_0_bn2")
+    assert isinstance(bn, keras.layers.BatchNormalization)
+    assert bn.epsilon == 1e-5 and bn.momentum == 0.9
+    mean0 = keras.ops.convert_to_numpy(bn.moving_mean).copy()
+    gamma0 = keras.ops.convert_to_numpy(bn.gamma).copy()
+    _fit_two_steps(g)
+    assert not np.allclose(mean0, keras.ops.convert_to_numpy(bn.moving_mean))
+    assert not np.allclose(gamma0, keras.ops.convert_to_numpy(bn.gamma))
+
+
+def test_keras_save_load_round_trip(tmp_path):
+    g = deeplabv2_resnet_small(4)
+    x = np.random.default_rng(0).uniform(0, 255, size=(1, 65, 97, 3)).astype("float32")
+    expected = keras.ops.convert_to_numpy(g(x))
+    path = tmp_path / "segmentor.keras"
+    g.save(path)
+    restored = keras.saving.load_model(path)
+    assert isinstance(restored, Segmentor)
+    assert isinstance(restored.classifier, ASPPClassifier)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(restored(x)), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(restored.feature_extractor(x)),
+        keras.ops.convert_to_numpy(g.feature_extractor(x)),
+        rtol=1e-5,
+        atol=1e-5,
+    )
