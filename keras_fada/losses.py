@@ -51,8 +51,9 @@ def target_encoding(a):
     return ops.concatenate([ops.zeros_like(a), a], axis=-1)
 
 
-def discriminator_loss(source_logits, target_logits, source_knowledge, target_knowledge,
-                       source_weight=0.5, target_weight=0.5):
+def discriminator_loss(
+    source_logits, target_logits, source_knowledge, target_knowledge, source_weight=0.5, target_weight=0.5
+):
     """Eq. 5: the discriminator learns domain *and* class of each pixel.
 
     ``source_weight * CE(D(f_s), [a_s; 0]) + target_weight * CE(D(f_t), [0; a_t])``; the official

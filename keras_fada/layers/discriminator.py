@@ -73,11 +73,25 @@ class FineGrainedDiscriminator(layers.Layer):
         self.source_head.build(shape)
         self.target_head.build(shape)
 
-    def call(self, features):
+    def call(self, features, frozen=False):
+        """2K logits ``[source K | target K]`` per pixel.
+
+        ``frozen=True`` computes the same values with the weights held constant: gradients reach
+        ``features`` but not the discriminator. That is the generator's adversarial step (Eq. 6),
+        whose gradients for D the official code computes and then throws away; here they are
+        never computed, so one backward pass over the whole iteration serves F, C and D.
+        """
+        conv = self._frozen_conv if frozen else (lambda layer, x: layer(x))
         x = features
-        for conv in self.hidden:
-            x = ops.leaky_relu(conv(x), negative_slope=self.negative_slope)
-        return ops.concatenate([self.source_head(x), self.target_head(x)], axis=-1)
+        for layer in self.hidden:
+            x = ops.leaky_relu(conv(layer, x), negative_slope=self.negative_slope)
+        return ops.concatenate([conv(self.source_head, x), conv(self.target_head, x)], axis=-1)
+
+    @staticmethod
+    def _frozen_conv(layer, x):
+        kernel = ops.stop_gradient(ops.cast(layer.kernel, x.dtype))
+        bias = ops.stop_gradient(ops.cast(layer.bias, x.dtype))
+        return ops.conv(x, kernel, strides=1, padding="same") + bias
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (2 * self.num_classes,)

@@ -1,0 +1,223 @@
+"""The FADA adversarial stage (paper Section 3, official ``train_adv.py``) as a ``keras.Model``."""
+
+import keras
+from keras import ops
+
+from keras_fada import losses
+from keras_fada import optimizers as fada_optimizers
+from keras_fada.layers import DomainEncoder, FineGrainedDiscriminator
+from keras_fada.models.fada.segmentation_trainer import SegmentationTrainer
+
+RESOLUTIONS = ("label", "feature")
+
+
+@keras.saving.register_keras_serializable(package="keras_fada")
+class FADA(SegmentationTrainer):
+    """Fine-grained adversarial domain adaptation: ``model.fit`` trains G = C∘F and D together.
+
+    One training step is one iteration of the official loop:
+
+    1. source forward, segmentation loss on ``logits / T`` (labels at full resolution);
+    2. class knowledge ``a_s`` and ``a_t`` from the detached, upsampled logits of both domains
+       (``encoder``: soft / hard / binary);
+    3. target forward and ``lambda_adv * L_adv`` (Eq. 6) through D into F only: the classifier
+       gets no target gradient, and D's weights get none from this loss;
+    4. the discriminator loss (Eq. 5, 0.5 / 0.5) on the detached *pre-update* features with
+       ``[a_s; 0]`` and ``[0; a_t]``;
+    5. update F and C (SGD) and D (Adam).
+
+    Every gradient of the official iteration is taken at the pre-update weights (D's update
+    sees the features computed before F's step, and the adversarial loss sees D before its
+    step), so the whole iteration is a single backward pass of
+    ``L_seg + lambda_adv * L_adv + L_D`` in which ``L_adv`` reaches D only through frozen weights
+    and ``L_D`` sees stop-gradient features. The update is identical to the official order, it
+    runs on Keras' own trainer on every backend, and it skips the D weight-gradient pass that
+    the official loop computes and discards.
+
+    Batches are dicts::
+
+        {"source_images": float32 (N, H, W, 3) RGB in [0, 255],
+         "source_labels": int (N, H, W) train ids, 255 = ignore,
+         "target_images": float32 (M, H', W', 3) RGB in [0, 255]}
+
+    Args:
+        segmentor: G = C∘F with ``feature_extractor`` and ``classifier`` attributes.
+        discriminator: a ``FineGrainedDiscriminator`` on F's output; by default one with the
+            encoder's number of knowledge channels (K, or 1 for ``mode="binary"``).
+        encoder: a ``DomainEncoder`` (default: soft, T = 1.8, clip 0.9 as the official code).
+        lambda_adv: weight of the adversarial loss (official: 0.001).
+        source_temperature: the source logits are divided by it in the segmentation loss
+            (official quirk: 1.8; the paper's variant: 1.0).
+        discriminator_resolution: ``"label"`` (official) upsamples D's outputs (align_corners)
+            to the label resolution and computes the encodings from upsampled logits;
+            ``"feature"`` keeps D's stride-8 outputs and computes the encodings from stride-8
+            logits, which is cheaper.
+        discriminator_weights: weights of the source and target terms of Eq. 5 (official
+            0.5 / 0.5; the paper's plain sum is 1 / 1).
+        align_corners: resize convention of every upsampling (official: True).
+
+    Example:
+    >>> model = FADA(segmentor, lambda_adv=0.001)
+    >>> model.compile()                       # official optimisers, poly LR over 62,500 steps
+    >>> model.fit(batches, epochs=1, steps_per_epoch=40000)
+    >>> logits = model.predict(images)        # the adapted segmentor, at image resolution
+    """
+
+    def __init__(
+        self,
+        segmentor,
+        discriminator=None,
+        encoder=None,
+        lambda_adv=0.001,
+        source_temperature=1.8,
+        discriminator_resolution="label",
+        discriminator_weights=(0.5, 0.5),
+        align_corners=True,
+        **kwargs,
+    ):
+        if discriminator_resolution not in RESOLUTIONS:
+            raise ValueError(
+                f"discriminator_resolution must be one of {RESOLUTIONS}, got {discriminator_resolution!r}"
+            )
+        encoder = encoder if encoder is not None else DomainEncoder("soft", temperature=1.8, clip=0.9)
+        knowledge = encoder.knowledge_channels(segmentor.num_classes)
+        if discriminator is None:
+            discriminator = FineGrainedDiscriminator(num_classes=knowledge)
+        if discriminator.num_classes != knowledge:
+            raise ValueError(
+                f"the discriminator has {discriminator.num_classes}+{discriminator.num_classes} outputs but "
+                f"the {encoder.mode!r} encoder gives {knowledge} knowledge channels"
+            )
+        if not discriminator.built:
+            discriminator.build((None, None, None, _feature_channels(segmentor)))
+        super().__init__(segmentor, temperature=source_temperature, align_corners=align_corners, **kwargs)
+        self.encoder = encoder
+        self.discriminator = discriminator
+        self.built = all(part is not None and part.built for part in self._networks())
+        self.lambda_adv = float(lambda_adv)
+        self.discriminator_resolution = discriminator_resolution
+        self.discriminator_weights = tuple(float(w) for w in discriminator_weights)
+        self.adversarial_loss_tracker = keras.metrics.Mean(name="adv_loss")
+        self.discriminator_loss_tracker = keras.metrics.Mean(name="d_loss")
+
+    def _networks(self):
+        return [self.segmentor, getattr(self, "discriminator", None)]
+
+    # ------------------------------------------------------------------ forward
+    def call(self, inputs, training=False):
+        """Segmentation logits for an image batch; all training outputs for a FADA batch dict."""
+        if isinstance(inputs, dict):
+            return self.adaptation_outputs(inputs, training=training)
+        return super().call(inputs, training=training)
+
+    def adaptation_outputs(self, batch, training=True):
+        """Everything one FADA iteration needs, computed once (see the class docstring)."""
+        features = self.segmentor.feature_extractor
+        classifier = self.segmentor.classifier
+        source_size = batch["source_labels"].shape[1:3]
+        target_size = batch["target_images"].shape[1:3]
+        at_labels = self.discriminator_resolution == "label"
+
+        def to_output(x, size):
+            return self.upsample(x, size) if at_labels else x
+
+        source_features = features(batch["source_images"], training=training)
+        source_logits_lowres = classifier(source_features, training=training)
+        source_logits = self.upsample(source_logits_lowres, source_size)
+        source_knowledge = self.encoder(source_logits if at_labels else source_logits_lowres)
+
+        target_features = features(batch["target_images"], training=training)
+        # The target classifier output only yields the (detached) encoding.
+        target_logits = to_output(
+            classifier(ops.stop_gradient(target_features), training=training), target_size
+        )
+        target_knowledge = self.encoder(target_logits)
+
+        return {
+            "source_logits": source_logits,
+            "source_knowledge": source_knowledge,
+            "target_knowledge": target_knowledge,
+            # Eq. 6: gradients reach F through D's frozen weights.
+            "adversarial_logits": to_output(self.discriminator(target_features, frozen=True), target_size),
+            # Eq. 5: D learns from features that are constants for F.
+            "discriminator_source_logits": to_output(
+                self.discriminator(ops.stop_gradient(source_features)), source_size
+            ),
+            "discriminator_target_logits": to_output(
+                self.discriminator(ops.stop_gradient(target_features)), target_size
+            ),
+        }
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        if not isinstance(x, dict):  # evaluate() on (images, labels): the segmentation loss only
+            return super().compute_loss(x, y, y_pred, sample_weight, training)
+        out = y_pred
+        seg = losses.segmentation_loss(out["source_logits"], x["source_labels"], temperature=self.temperature)
+        adv = losses.adversarial_loss(out["adversarial_logits"], out["target_knowledge"])
+        source_weight, target_weight = self.discriminator_weights
+        disc = losses.discriminator_loss(
+            out["discriminator_source_logits"],
+            out["discriminator_target_logits"],
+            out["source_knowledge"],
+            out["target_knowledge"],
+            source_weight=source_weight,
+            target_weight=target_weight,
+        )
+        self.segmentation_loss_tracker.update_state(seg)
+        self.adversarial_loss_tracker.update_state(adv)
+        self.discriminator_loss_tracker.update_state(disc)
+        return self._with_layer_losses(seg + self.lambda_adv * adv + disc)
+
+    # ------------------------------------------------------------------ optimisation
+    def _optimizer_groups(self):
+        return [
+            *super()._optimizer_groups(),
+            ("discriminator_optimizer", self.discriminator.trainable_variables),
+        ]
+
+    def _default_optimizers(self):
+        return fada_optimizers.official_optimizers()
+
+    def compile(
+        self,
+        optimizer=None,
+        classifier_optimizer=None,
+        discriminator_optimizer=None,
+        classifier_lr_multiplier=10.0,
+        **kwargs,
+    ):
+        """As ``SegmentationTrainer.compile``, plus D's optimiser (official: Adam(1e-4, 0.9/0.99), poly)."""
+        given = {
+            "optimizer": optimizer,
+            "classifier_optimizer": classifier_optimizer,
+            "discriminator_optimizer": discriminator_optimizer,
+        }
+        self._compile_optimizers(self._resolve_optimizers(given, classifier_lr_multiplier), **kwargs)
+
+    # ------------------------------------------------------------------ serialisation
+    def get_config(self):
+        config = super().get_config()
+        config.pop("temperature")
+        config.update(
+            discriminator=keras.saving.serialize_keras_object(self.discriminator),
+            encoder=keras.saving.serialize_keras_object(self.encoder),
+            lambda_adv=self.lambda_adv,
+            source_temperature=self.temperature,
+            discriminator_resolution=self.discriminator_resolution,
+            discriminator_weights=list(self.discriminator_weights),
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("discriminator", "encoder"):
+            config[key] = keras.saving.deserialize_keras_object(config[key])
+        return super().from_config(config)
+
+
+def _feature_channels(segmentor):
+    channels = getattr(segmentor, "feature_channels", None)
+    if channels is None:
+        channels = segmentor.feature_extractor.output.shape[-1]
+    return int(channels)

@@ -1,0 +1,172 @@
+"""Supervised stages of the FADA pipeline: source-only training and self-distillation."""
+
+import keras
+from keras import ops
+
+from keras_fada import losses
+from keras_fada import optimizers as fada_optimizers
+from keras_fada.ops import resize_bilinear
+
+
+def _scaled_copy(optimizer, multiplier):
+    """A fresh optimiser like ``optimizer`` whose learning rate (or schedule) is scaled."""
+    config = optimizer.get_config()
+    lr = optimizer._learning_rate
+    if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
+        schedule_config = lr.get_config()
+        if "initial_learning_rate" not in schedule_config:
+            raise ValueError(
+                f"cannot derive the classifier's learning rate from a {type(lr).__name__}; "
+                "pass classifier_optimizer= to compile()"
+            )
+        schedule_config["initial_learning_rate"] *= multiplier
+        config["learning_rate"] = type(lr).from_config(schedule_config)
+    else:
+        config["learning_rate"] = float(ops.convert_to_numpy(lr)) * multiplier
+    config["name"] = f"{config['name']}_x{multiplier:g}"
+    return type(optimizer).from_config(config)
+
+
+@keras.saving.register_keras_serializable(package="keras_fada")
+class SegmentationTrainer(keras.Model):
+    """Trains a segmentor G = C∘F by pixel-wise cross-entropy: the source-only stage and the
+    self-distillation stage (the same loss on target pseudo-labels) of the FADA pipeline.
+
+    The segmentor must expose ``feature_extractor`` (F) and ``classifier`` (C); C's stride-8
+    logits are upsampled bilinearly with ``align_corners=True`` to the label size before the loss,
+    as the official code does. Labels use 255 for "ignore".
+
+    Batches are ``(images, labels)``: ``images`` float32 ``(N, H, W, 3)`` RGB in [0, 255] (the
+    segmentor normalises them), ``labels`` int ``(N, H, W)`` train ids.
+
+    ``compile()`` defaults to the official recipe: PyTorch-semantics SGD (momentum 0.9, weight
+    decay 5e-4, poly decay 0.9) for F and the same at 10x the learning rate for C. A single
+    ``optimizer`` is used for F, and a copy at ``classifier_lr_multiplier`` times its learning
+    rate for C unless ``classifier_optimizer`` is given.
+
+    Example:
+    >>> trainer = SegmentationTrainer(segmentor)
+    >>> trainer.compile(**official_optimizers(base_lr=5e-4, max_iter=31250))
+    >>> trainer.fit(source_batches, epochs=1, steps_per_epoch=20000)
+    >>> logits = trainer.predict(images)   # at the image resolution
+    """
+
+    def __init__(self, segmentor, temperature=1.0, align_corners=True, **kwargs):
+        super().__init__(**kwargs)
+        self.segmentor = segmentor
+        self.temperature = float(temperature)
+        self.align_corners = bool(align_corners)
+        self.segmentation_loss_tracker = keras.metrics.Mean(name="seg_loss")
+        # Sub-networks come built (their variables define the optimiser groups at compile time).
+        self.built = all(part is not None and part.built for part in self._networks())
+
+    def _networks(self):
+        return [self.segmentor]
+
+    # ------------------------------------------------------------------ forward
+    def upsample(self, x, size):
+        return resize_bilinear(x, size, align_corners=self.align_corners)
+
+    def call(self, images, training=False):
+        """Class logits at the resolution of ``images``."""
+        logits = self.segmentor(images, training=training)
+        return self.upsample(logits, images.shape[1:3])
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        loss = losses.segmentation_loss(y_pred, y, temperature=self.temperature)
+        self.segmentation_loss_tracker.update_state(loss)
+        return self._with_layer_losses(loss)
+
+    def _with_layer_losses(self, loss):
+        for extra in self.losses:  # regularisers a user may have attached
+            loss = loss + ops.cast(ops.sum(extra), loss.dtype)
+        return loss
+
+    # ------------------------------------------------------------------ optimisation
+    def _optimizer_groups(self):
+        """(name, variables) of each group that has its own optimiser."""
+        return [
+            ("optimizer", self.segmentor.feature_extractor.trainable_variables),
+            ("classifier_optimizer", self.segmentor.classifier.trainable_variables),
+        ]
+
+    def _default_optimizers(self):
+        return fada_optimizers.official_optimizers(base_lr=5e-4, max_iter=31250)
+
+    def compile(self, optimizer=None, classifier_optimizer=None, classifier_lr_multiplier=10.0, **kwargs):
+        """Optimisers per group; any left out follow the official recipe of this stage.
+
+        Args:
+            optimizer: the feature extractor's optimiser.
+            classifier_optimizer: the classifier's; by default a copy of ``optimizer`` at
+                ``classifier_lr_multiplier`` times its learning rate (official: 10x).
+            **kwargs: passed to ``keras.Model.compile`` (e.g. ``jit_compile``,
+                ``steps_per_execution``).
+        """
+        given = {"optimizer": optimizer, "classifier_optimizer": classifier_optimizer}
+        self._compile_optimizers(self._resolve_optimizers(given, classifier_lr_multiplier), **kwargs)
+
+    def _resolve_optimizers(self, given, classifier_lr_multiplier):
+        optimizers = self._default_optimizers()
+        given = {name: keras.optimizers.get(opt) for name, opt in given.items() if opt is not None}
+        if "optimizer" in given and "classifier_optimizer" not in given:
+            given["classifier_optimizer"] = _scaled_copy(given["optimizer"], classifier_lr_multiplier)
+        optimizers.update(given)
+        return optimizers
+
+    def _compile_optimizers(self, optimizers, **kwargs):
+        groups = self._optimizer_groups()
+        self.stage_optimizers = {name: optimizers[name] for name, _ in groups}
+        owner = {}
+        for name, variables in groups:
+            for v in variables:
+                owner[id(v)] = self.stage_optimizers[name]
+        unowned = [v.path for v in self.trainable_variables if id(v) not in owner]
+        if unowned:
+            raise ValueError(f"trainable variables outside F, C and D: {unowned[:5]}")
+        # One container optimiser holds every group's state, so that checkpoints,
+        # BackupAndRestore and JAX's stateless step see all of it; it routes each
+        # variable's gradient to its group's optimiser.
+        router = keras.optimizers.MultiOptimizer(lambda v: owner[id(v)], name="fada_optimizers")
+        super().compile(optimizer=router, **kwargs)
+        for name, variables in groups:
+            self.stage_optimizers[name].build(variables)
+        router.build(self.trainable_variables)
+
+    def get_compile_config(self):
+        if not getattr(self, "stage_optimizers", None):
+            return None
+        return {name: keras.saving.serialize_keras_object(opt) for name, opt in self.stage_optimizers.items()}
+
+    def compile_from_config(self, config):
+        optimizers = {name: keras.saving.deserialize_keras_object(c) for name, c in config.items()}
+        self._compile_optimizers({**self._default_optimizers(), **optimizers})
+
+    def learning_rates(self, step=None):
+        """Learning rate of each optimiser group at ``step`` (default: the current iteration),
+        e.g. ``{"lr": ..., "lr_classifier": ..., "lr_d": ...}``."""
+        names = {
+            "optimizer": "lr",
+            "classifier_optimizer": "lr_classifier",
+            "discriminator_optimizer": "lr_d",
+        }
+        return {
+            names[name]: fada_optimizers.learning_rate_at(opt, step)
+            for name, opt in self.stage_optimizers.items()
+        }
+
+    # ------------------------------------------------------------------ serialisation
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            segmentor=keras.saving.serialize_keras_object(self.segmentor),
+            temperature=self.temperature,
+            align_corners=self.align_corners,
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["segmentor"] = keras.saving.deserialize_keras_object(config["segmentor"])
+        return cls(**config)

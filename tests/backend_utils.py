@@ -1,0 +1,35 @@
+"""Gradients of a function of one tensor on whichever Keras backend the tests run on."""
+
+import keras
+import numpy as np
+
+
+def value_and_grad(fn, x):
+    """Return ``(fn(x), d fn / d x)`` as NumPy arrays, for a scalar ``fn``."""
+    backend = keras.backend.backend()
+    x = np.asarray(x, dtype="float32")
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        t = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(t)
+            y = fn(t)
+        g = tape.gradient(y, t)  # None when y does not depend on t
+        return np.asarray(y), np.zeros_like(x) if g is None else np.asarray(g)
+    if backend == "jax":
+        import jax
+
+        y, g = jax.value_and_grad(fn)(x)
+        return np.asarray(y), np.asarray(g)
+    if backend == "torch":
+        import torch
+
+        t = torch.tensor(x, requires_grad=True)
+        y = fn(t)
+        if not y.requires_grad:  # fully detached: the gradient is zero by construction
+            return y.detach().cpu().numpy(), np.zeros_like(x)
+        y.backward()
+        grad = t.grad if t.grad is not None else torch.zeros_like(t)
+        return y.detach().cpu().numpy(), grad.cpu().numpy()
+    raise NotImplementedError(backend)
