@@ -68,6 +68,35 @@ class TorchSGD(keras.optimizers.Optimizer):
         return config
 
 
+@keras.saving.register_keras_serializable(package="keras_fada")
+class TorchAdam(keras.optimizers.Adam):
+    """Adam with PyTorch's placement of epsilon, the official discriminator optimiser.
+
+    ``torch.optim.Adam`` divides by ``sqrt(v_hat) + eps``; Keras' Adam folds the bias correction
+    into the learning rate and divides by ``sqrt(v) + eps``, which amounts to an epsilon
+    ``1 / sqrt(1 - beta_2^t)`` times larger (10x at the first step with beta_2 = 0.99).
+    """
+
+    def __init__(
+        self, learning_rate=1e-4, beta_1=0.9, beta_2=0.99, epsilon=1e-8, name="torch_adam", **kwargs
+    ):
+        super().__init__(
+            learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, name=name, **kwargs
+        )
+
+    def update_step(self, gradient, variable, learning_rate):
+        lr = ops.cast(learning_rate, variable.dtype)
+        gradient = ops.cast(gradient, variable.dtype)
+        step = ops.cast(self.iterations + 1, variable.dtype)
+        index = self._get_variable_index(variable)
+        m, v = self._momentums[index], self._velocities[index]
+        self.assign(m, self.beta_1 * m + (1 - self.beta_1) * gradient)
+        self.assign(v, self.beta_2 * v + (1 - self.beta_2) * ops.square(gradient))
+        m_hat = m / (1 - ops.power(ops.cast(self.beta_1, variable.dtype), step))
+        v_hat = v / (1 - ops.power(ops.cast(self.beta_2, variable.dtype), step))
+        self.assign_sub(variable, lr * m_hat / (ops.sqrt(v_hat) + self.epsilon))
+
+
 def poly_schedule(base_lr, max_iter, power=0.9):
     """``lr(it) = base_lr * (1 - it / max_iter) ** power``, 0 after ``max_iter``.
 
@@ -100,11 +129,8 @@ def official_optimizers(
         "classifier_optimizer": TorchSGD(
             poly_schedule(base_lr * classifier_lr_multiplier, max_iter, power), momentum, weight_decay
         ),
-        "discriminator_optimizer": keras.optimizers.Adam(
-            poly_schedule(base_lr_d, max_iter, power),
-            beta_1=adam_betas[0],
-            beta_2=adam_betas[1],
-            epsilon=1e-8,  # torch.optim.Adam's default
+        "discriminator_optimizer": TorchAdam(
+            poly_schedule(base_lr_d, max_iter, power), beta_1=adam_betas[0], beta_2=adam_betas[1]
         ),
     }
 
