@@ -259,3 +259,18 @@ def test_keras_save_load_round_trip(tmp_path):
         rtol=1e-5,
         atol=1e-5,
     )
+
+
+def test_official_initialisations():
+    fe = deeplabv2_resnet_small(3).feature_extractor
+    kernel = keras.ops.convert_to_numpy(fe.get_layer("layer4_0_conv2").kernel)  # (3, 3, 64, 64)
+    assert abs(kernel.std() - np.sqrt(2.0 / (9 * 64))) < 0.05 * np.sqrt(2.0 / (9 * 64))  # kaiming fan_out
+    vgg = deeplabv2_vgg(3, VGG_WIDTHS, VGG_FC).feature_extractor
+    fc7 = keras.ops.convert_to_numpy(vgg.get_layer("fc7").kernel)
+    bound = 1.0 / np.sqrt(9 * VGG_FC)
+    assert np.abs(fc7).max() <= bound and np.abs(fc7).max() > 0.9 * bound  # torch default U(+-1/sqrt(fan_in))
+    keras.utils.set_random_seed(7)
+    a = keras.ops.convert_to_numpy(deeplabv2_resnet_small(3).classifier.conv2d_list[0].kernel)
+    keras.utils.set_random_seed(7)
+    b = keras.ops.convert_to_numpy(deeplabv2_resnet_small(3).classifier.conv2d_list[0].kernel)
+    np.testing.assert_array_equal(a, b)

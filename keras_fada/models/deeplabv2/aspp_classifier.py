@@ -3,7 +3,7 @@
 import keras
 from keras import layers
 
-from keras_fada.layers.discriminator import torch_conv_bias_initializer
+from keras_fada.models.deeplabv2.initializers import normal, torch_default_conv_bias
 
 
 @keras.saving.register_keras_serializable(package="keras_fada")
@@ -38,7 +38,7 @@ class ASPPClassifier(layers.Layer):
                 padding="same",
                 dilation_rate=d,
                 use_bias=True,
-                kernel_initializer=keras.initializers.RandomNormal(0.0, self.kernel_stddev),
+                kernel_initializer=normal(self.kernel_stddev),
                 dtype=self.dtype_policy,
                 name=f"conv2d_list_{i}",
             )
@@ -47,7 +47,7 @@ class ASPPClassifier(layers.Layer):
 
     def build(self, input_shape):
         for conv in self.conv2d_list:
-            conv.bias_initializer = torch_conv_bias_initializer(9 * int(input_shape[-1]))
+            conv.bias_initializer = torch_default_conv_bias(9 * int(input_shape[-1]))
             conv.build(input_shape)
 
     def call(self, features):

@@ -7,17 +7,13 @@ Layer names follow the official/torchvision module paths with ``.`` replaced by 
 import keras
 from keras import layers
 
+from keras_fada.models.deeplabv2.initializers import kaiming_normal_fan_out
 from keras_fada.models.deeplabv2.normalization import FrozenBatchNormalization, ImageNormalization
 
 RESNET101_BLOCKS = (3, 4, 23, 3)
 RESNET101_WIDTHS = (64, 128, 256, 512)
 SMALL_BLOCKS = (1, 1, 1, 1)
 SMALL_WIDTHS = (8, 16, 32, 64)
-
-
-def resnet_kernel_initializer():
-    """The official ResNet init: ``kaiming_normal_(mode="fan_out", nonlinearity="relu")``."""
-    return keras.initializers.VarianceScaling(scale=2.0, mode="fan_out", distribution="untruncated_normal")
 
 
 def _conv(x, filters, kernel_size, name, strides=1, dilation=1):
@@ -36,7 +32,7 @@ def _conv(x, filters, kernel_size, name, strides=1, dilation=1):
         padding=padding,
         dilation_rate=dilation,
         use_bias=False,
-        kernel_initializer=resnet_kernel_initializer(),
+        kernel_initializer=kaiming_normal_fan_out(),
         name=name,
     )(x)
 

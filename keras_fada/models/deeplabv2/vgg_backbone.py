@@ -3,7 +3,7 @@
 import keras
 from keras import layers
 
-from keras_fada.layers.discriminator import torch_conv_bias_initializer, torch_conv_kernel_initializer
+from keras_fada.models.deeplabv2.initializers import torch_default_conv_bias, torch_default_conv_kernel
 from keras_fada.models.deeplabv2.normalization import ImageNormalization
 
 VGG16_WIDTHS = (64, 128, 256, 512, 512)
@@ -47,8 +47,8 @@ def _conv_relu(x, filters, name, dilation=1):
         3,
         padding="same",
         dilation_rate=dilation,
-        kernel_initializer=torch_conv_kernel_initializer(),
-        bias_initializer=torch_conv_bias_initializer(fan_in),
+        kernel_initializer=torch_default_conv_kernel(),
+        bias_initializer=torch_default_conv_bias(fan_in),
         name=name,
     )(x)
     return layers.ReLU(name=f"{name}_relu")(x)
