@@ -1,6 +1,6 @@
 """keras-fada: FADA (Wang et al., ECCV 2020) in Keras 3, on TensorFlow, JAX and PyTorch."""
 
-from keras_fada import layers, losses, ops, optimizers
+from keras_fada import callbacks, evaluation, layers, losses, metrics, ops, optimizers
 from keras_fada.layers import DomainEncoder, FineGrainedDiscriminator
 from keras_fada.models.fada import FADA, SegmentationTrainer
 
@@ -11,8 +11,11 @@ __all__ = [
     "DomainEncoder",
     "FineGrainedDiscriminator",
     "SegmentationTrainer",
+    "callbacks",
+    "evaluation",
     "layers",
     "losses",
+    "metrics",
     "ops",
     "optimizers",
 ]
