@@ -1,0 +1,1 @@
+"""The ``keras-fada`` command line (installed as ``keras_fada.cli``)."""
