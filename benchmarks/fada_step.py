@@ -1,0 +1,129 @@
+"""Seconds per FADA training iteration of keras-fada (full DeepLabV2-R101, K=19, official recipe)
+on the backend named by KERAS_BACKEND, measured like the PyTorch reference
+(../shared/reference/torch-reference/torch_fada_step.py): one JSON line on stdout.
+
+    KERAS_BACKEND=tensorflow python benchmarks/fada_step.py --batch 1 --height 256 --width 512 --iters 7
+    KERAS_BACKEND=jax python benchmarks/fada_step.py --net small --iters 5
+
+An iteration is "quiet" when other processes used < 5% of its wall time (/proc/stat busy time
+minus our own os.times()); the median is taken over quiet timed iterations when there are any.
+Frozen-BN gammas are set to 0.5 so activations stay finite (values only; the work is the same).
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+
+import keras
+import numpy as np
+
+import keras_fada
+from keras_fada.models import deeplabv2_resnet101, deeplabv2_resnet_small
+from keras_fada.models.deeplabv2 import FrozenBatchNormalization
+
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+def busy_seconds():
+    v = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / CLK
+
+
+def own_seconds():
+    t = os.times()
+    return t.user + t.system
+
+
+def device_name():
+    backend = keras.backend.backend()
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    if backend == "jax":
+        import jax
+
+        return str(jax.devices()[0].device_kind)
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    return gpus[0].name if gpus else "cpu"
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--net", choices=["resnet101", "small"], default="resnet101")
+    p.add_argument("--batch", type=int, default=1, help="images per domain")
+    p.add_argument("--height", type=int, default=256)
+    p.add_argument("--width", type=int, default=512)
+    p.add_argument("--iters", type=int, default=7, help="total iterations incl. warm-up")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--precision", choices=["float32", "mixed_bfloat16", "mixed_float16"], default="float32")
+    p.add_argument("--jit-compile", choices=["auto", "true", "false"], default="auto")
+    args = p.parse_args()
+
+    keras.config.set_dtype_policy(args.precision)
+    keras.utils.set_random_seed(0)
+    build = deeplabv2_resnet101 if args.net == "resnet101" else deeplabv2_resnet_small
+    segmentor = build(19)
+    for layer in segmentor.feature_extractor.layers:
+        if isinstance(layer, FrozenBatchNormalization):
+            layer.gamma.assign(np.full(layer.gamma.shape, 0.5, "float32"))
+    model = keras_fada.FADA(segmentor)
+    jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
+    model.compile(jit_compile=jit)
+
+    rng = np.random.default_rng(0)
+    shape = (args.batch, args.height, args.width)
+    labels = rng.integers(0, 19, shape).astype("int32")
+    labels[rng.random(shape) < 0.1] = 255
+    batch = {
+        "source_images": rng.uniform(0, 255, (*shape, 3)).astype("float32"),
+        "source_labels": labels,
+        "target_images": rng.uniform(0, 255, (*shape, 3)).astype("float32"),
+    }
+    rows, losses = [], []
+    for _ in range(args.iters):
+        b0, o0, t0 = busy_seconds(), own_seconds(), time.perf_counter()
+        logs = model.train_on_batch(batch, return_dict=True)  # returns host floats: the step is finished
+        wall = time.perf_counter() - t0
+        own = own_seconds() - o0
+        rows.append({"wall": wall, "foreign_cpu": max(busy_seconds() - b0 - own, 0.0)})
+        losses.append([float(logs[k]) for k in ("seg_loss", "adv_loss", "d_loss")])
+    timed = rows[args.warmup :]
+    quiet = [r["wall"] for r in timed if r["foreign_cpu"] < 0.05 * r["wall"]]
+    print(
+        json.dumps(
+            {
+                "impl": "keras-fada",
+                "backend": keras.backend.backend(),
+                "device": device_name(),
+                "net": args.net,
+                "precision": args.precision,
+                "jit_compile": args.jit_compile,
+                "batch_per_domain": args.batch,
+                "size": [args.height, args.width],
+                "s_per_iter_median": statistics.median(quiet or [r["wall"] for r in timed]),
+                "quiet_iters": len(quiet),
+                "timed_iters": len(timed),
+                "iters_s": [round(r["wall"], 4) for r in rows],
+                "foreign_cpu_s_per_iter": [round(r["foreign_cpu"], 3) for r in rows],
+                "first_iter_s": rows[0]["wall"],
+                "images_per_s": 2 * args.batch / statistics.median(quiet or [r["wall"] for r in timed]),
+                "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "losses_finite": bool(np.isfinite(losses).all()),
+                "python": platform.python_version(),
+                "keras": keras.__version__,
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
