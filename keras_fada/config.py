@@ -177,9 +177,14 @@ def load_config(
         for stage in stages:
             # Each stage file includes the task file; only its own stage section (and the
             # backbone) is taken from it, so that the files of other stages keep theirs.
-            path = stage_file(task, stage, backbone)
+            small_fallback = backbone == "small" and not os.path.isfile(
+                os.path.join(config_dir(), task, f"{stage}_small.yaml")
+            )  # the small CPU network runs any task with its ResNet-101 recipe
+            path = stage_file(task, stage, "resnet101" if small_fallback else backbone)
             data = read_yaml(path)
             validate(data, sch, path)
+            if small_fallback:
+                data["backbone"] = "small"
             config = merge(config, {k: v for k, v in data.items() if k not in STAGES or k == stage})
             config[stage] = merge(sch[stage], data.get(stage, {}))
     else:

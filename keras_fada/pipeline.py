@@ -297,12 +297,33 @@ def _backup_epoch(backup):
     return 0
 
 
+def _check_inputs(cfg, stage, run_dir):
+    """The checkpoint a stage starts from must exist before anything is written."""
+    if stage == "adapt":
+        init = cfg["adapt"].get("init") or os.path.join(stage_dir(run_dir, "source"), CHECKPOINT)
+        if not os.path.isfile(init):
+            raise PipelineError(
+                f"stage adapt starts from the source-only checkpoint {init!r}, which does not exist: "
+                "run --stage source into the same --output first, or set adapt.init=PATH"
+            )
+    if stage == "distill" and not os.path.isfile(
+        os.path.join(stage_dir(run_dir, stage), "pseudo_labels.done")
+    ):
+        teacher = cfg["distill"].get("teacher") or os.path.join(stage_dir(run_dir, "adapt"), CHECKPOINT)
+        if not os.path.isfile(teacher):
+            raise PipelineError(
+                f"stage distill needs the adapted checkpoint {teacher!r} as teacher, which does not "
+                "exist: run --stage adapt into the same --output first, or set distill.teacher=PATH"
+            )
+
+
 def run_stage(cfg, stage, run_dir, verbose=1, evaluate_after=True) -> dict:
     """Trains one stage into ``<run_dir>/<stage>`` (continuing from its backup if there is one),
     saves the segmentor and returns the stage's metrics (target mIoU...)."""
     s = cfg[stage]
     k, backbone = int(cfg["num_classes"]), cfg["backbone"]
     sdir = stage_dir(run_dir, stage)
+    _check_inputs(cfg, stage, run_dir)
     os.makedirs(sdir, exist_ok=True)
     C.dump(cfg, os.path.join(sdir, "config.yaml"))
     specs = task_specs(cfg)
@@ -398,12 +419,11 @@ def run_stage(cfg, stage, run_dir, verbose=1, evaluate_after=True) -> dict:
         tensorboard_callback(os.path.join(sdir, "logs"), update_freq=max(1, min(per_epoch, 50))),
         keras.callbacks.CSVLogger(os.path.join(sdir, "history.csv"), append=True),
     ]
-    if verbose:
-        done = start_epoch * per_epoch
-        print(
-            f"[{stage}] {cfg['task']} / {backbone}: {epochs * per_epoch} steps"
-            + (f", resuming at step {done}" if done else "")
-        )
+    done = start_epoch * per_epoch  # the header is printed even without progress bars
+    print(
+        f"[{stage}] {cfg['task']} / {backbone}: {epochs * per_epoch} steps"
+        + (f", resuming at step {done}" if done else "")
+    )
     if start_epoch < epochs:
         model.fit(train, epochs=epochs, steps_per_epoch=per_epoch, callbacks=callbacks, verbose=verbose)
     steps_done = int(keras.ops.convert_to_numpy(model.optimizer.iterations))

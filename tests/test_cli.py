@@ -1,0 +1,229 @@
+"""The ``keras-fada`` command line on the synthetic task at tiny sizes (click's CliRunner)."""
+
+import json
+import os
+
+import pytest
+from click.testing import CliRunner
+from keras_fada.cli.main import cli
+
+from keras_fada import config as C
+
+TINY = [
+    "data.synthetic.num_source=12",
+    "data.synthetic.num_source_val=2",
+    "data.synthetic.num_target_train=4",
+    "data.synthetic.num_target_val=2",
+    "data.synthetic.height=32",
+    "data.synthetic.width=64",
+    "data.source_size=[32,64]",
+    "data.target_size=[32,64]",
+    "source.eval_size=[32,64]",
+    "adapt.eval_size=[32,64]",
+    "distill.eval_size=[32,64]",
+    "distill.teacher_size=[32,64]",
+    "distill.crop_size=[32,64]",
+    "source.batch_size=2",
+    "adapt.batch_size=4",
+    "distill.batch_size=2",
+    "source.steps=2",
+    "adapt.steps=2",
+    "distill.steps=2",
+    "source.checkpoint_period=1",
+    "adapt.checkpoint_period=1",
+    "distill.checkpoint_period=1",
+]
+
+
+def run(*args):
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    text = result.output  # stdout and stderr together (click >= 8.2)
+    return result.exit_code, text, result
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(scope="module")
+def full_run(data_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "all"
+    code, text, result = run(
+        "train", "--task", "synthetic", "--data-root", data_root, "--output", out, "--quiet", *TINY
+    )
+    assert code == 0, text + repr(result.exception)
+    return out, text
+
+
+def assert_user_error(code, text, *fragments):
+    assert code == 2, text
+    assert "Traceback" not in text
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, text
+    for f in fragments:
+        assert f in text, text
+
+
+# ------------------------------------------------------------------------------------------ train
+def test_train_all_writes_a_complete_run(full_run):
+    out, text = full_run
+    for stage in ("source", "adapt", "distill"):
+        assert f"[{stage}] target mIoU" in text
+        assert (out / stage / "segmentor.weights.h5").is_file()
+        assert (out / stage / "config.yaml").is_file()
+        assert any((out / stage / "logs").rglob("events.out.tfevents*"))
+        assert (out / stage / "backup" / "training_metadata.json").is_file()
+    assert len(os.listdir(out / "distill" / "pseudo_labels")) == 4
+    summary = json.loads((out / "metrics.json").read_text())
+    assert set(summary["stages"]) == {"source", "adapt", "distill"}
+    assert set(summary["gain_over_source_only"]) == {"adapt", "distill"}
+    cfg = C.read_yaml(out / "config.yaml")
+    assert cfg["task"] == "synthetic" and cfg["backbone"] == "small" and cfg["source"]["steps"] == 2
+    assert "vs source-only" in text
+
+
+def test_train_each_stage_separately(data_root, tmp_path):
+    out = tmp_path / "run"
+    common = ("--task", "synthetic", "--data-root", data_root, "--output", out, "--quiet", *TINY)
+    code, text, _ = run("train", "--stage", "adapt", *common)
+    assert_user_error(code, text, "source-only checkpoint")
+    for stage in ("source", "adapt", "distill"):
+        code, text, res = run("train", "--stage", stage, *common)
+        assert code == 0, text + repr(res.exception)
+        state = json.loads((out / stage / "metrics.json").read_text())
+        assert state["finished"] and state["steps"] == 2
+    summary = json.loads((out / "metrics.json").read_text())
+    assert set(summary["stages"]) == {"source", "adapt", "distill"}
+
+
+def test_finished_run_is_not_overwritten_and_resume_continues(data_root, tmp_path):
+    out = tmp_path / "run"
+    common = (
+        "--task",
+        "synthetic",
+        "--stage",
+        "source",
+        "--data-root",
+        data_root,
+        "--output",
+        out,
+        "--quiet",
+    )
+    code, text, res = run("train", *common, *TINY)
+    assert code == 0, text + repr(res.exception)
+    code, text, _ = run("train", *common, *TINY)
+    assert_user_error(code, text, "already holds a run", "--resume")
+    # "interrupted" after 2 steps: continue to 4 from the backup at step 2
+    code, text, res = run("train", *common, "--resume", "source.steps=4")
+    assert code == 0, text + repr(res.exception)
+    assert "resuming at step 2" in text
+    state = json.loads((out / "source" / "metrics.json").read_text())
+    assert state["steps"] == 4
+    assert C.read_yaml(out / "config.yaml")["source"]["steps"] == 4
+    code, text, _ = run("train", *common, "--resume")
+    assert code == 0 and "already finished" in text
+
+
+# ------------------------------------------------------------------------------------------ evaluate / ccd / predict
+def test_evaluate_single_and_multiscale(full_run, data_root, tmp_path):
+    out, _ = full_run
+    ckpt = out / "adapt" / "segmentor.weights.h5"
+    report = tmp_path / "single.json"
+    code, text, res = run("evaluate", "--task", "synthetic", "--checkpoint", ckpt, "--data-root", data_root,
+                          "--output", report)  # fmt: skip
+    assert code == 0, text + repr(res.exception)
+    single = json.loads(report.read_text())
+    assert len(single["iou"]) == 19 and "mIoU" in text and single["scales"] == [1.0]
+    summary = json.loads((out / "metrics.json").read_text())
+    assert single["miou"] == pytest.approx(summary["stages"]["adapt"]["miou"], abs=0.01)
+    report = tmp_path / "ms.json"
+    code, text, res = run("evaluate", "--task", "synthetic", "--checkpoint", ckpt, "--data-root", data_root,
+                          "--multiscale", "--flip", "--output", report)  # fmt: skip
+    assert code == 0, text + repr(res.exception)
+    ms = json.loads(report.read_text())
+    assert ms["scales"] == [0.7, 1.0, 1.3] and ms["flip"] is True
+    assert 0.0 <= ms["miou"] <= 100.0
+
+
+def test_ccd_writes_table_json_and_png(full_run, data_root, tmp_path):
+    out, _ = full_run
+    prefix = tmp_path / "ccd"
+    code, text, res = run("ccd", "--task", "synthetic", "--checkpoint", out / "adapt" / "segmentor.weights.h5",
+                          "--data-root", data_root, "--num-images", 4, "--output", prefix)  # fmt: skip
+    assert code == 0, text + repr(res.exception)
+    data = json.loads((tmp_path / "ccd.json").read_text())
+    assert len(data["ccd"]) == 19 and data["mean"] > 0
+    from PIL import Image
+
+    assert Image.open(tmp_path / "ccd.png").size == (900, 420)
+    assert "mean" in text
+
+
+def test_predict_writes_colour_and_overlay(full_run, data_root, tmp_path):
+    out, _ = full_run
+    images = sorted((data_root / "synthetic" / "target" / "leftImg8bit" / "val").rglob("*.png"))
+    code, text, res = run("predict", "--checkpoint", out / "distill" / "segmentor.weights.h5",
+                          "--output", tmp_path / "pred", *images)  # fmt: skip
+    assert code == 0, text + repr(res.exception)
+    from PIL import Image
+
+    for img in images:
+        stem = img.stem
+        colour = Image.open(tmp_path / "pred" / f"{stem}_color.png")
+        assert colour.size == Image.open(img).size
+        assert (tmp_path / "pred" / f"{stem}_overlay.png").is_file()
+        assert Image.open(tmp_path / "pred" / f"{stem}_labels.png").mode == "P"
+
+
+# ------------------------------------------------------------------------------------------ errors
+def test_unknown_task_lists_tasks():
+    code, text, _ = run("train", "--task", "gta2mars")
+    assert code == 2 and "Traceback" not in text
+    assert "gta2cs" in text and "synthetic" in text
+
+
+def test_missing_data_root_names_the_layout(tmp_path):
+    code, text, _ = run("train", "--task", "gta2cs", "--stage", "source", "--data-root", tmp_path / "nope",
+                        "--output", tmp_path / "run", "--quiet")  # fmt: skip
+    assert_user_error(code, text, "images/NNNNN.png")
+
+
+def test_bad_config_key_names_valid_keys(tmp_path):
+    code, text, _ = run("train", "--task", "synthetic", "--output", tmp_path, "encoder.mood=binary")
+    assert_user_error(code, text, "encoder.mood", "encoder.mode")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lambda_advv: 0.1\n")
+    code, text, _ = run("train", "--task", "synthetic", "--output", tmp_path, "--config", bad)
+    assert_user_error(code, text, "lambda_advv", "lambda_adv")
+
+
+def test_missing_checkpoint(tmp_path):
+    code, text, _ = run("evaluate", "--task", "synthetic", "--checkpoint", tmp_path / "x.weights.h5")
+    assert_user_error(code, text, "does not exist")
+    code, text, _ = run("predict", "--checkpoint", tmp_path / "x.weights.h5", "a.png")
+    assert_user_error(code, text, "does not exist")
+
+
+def test_checkpoint_of_another_class_count_or_backbone(full_run, tmp_path):
+    out, _ = full_run
+    ckpt = out / "source" / "segmentor.weights.h5"
+    code, text, _ = run("evaluate", "--task", "synthia2cs", "--backbone", "small", "--checkpoint", ckpt,
+                        "--data-root", tmp_path)  # fmt: skip
+    assert_user_error(code, text, "16 classes")
+    code, text, _ = run("predict", "--checkpoint", ckpt, "--backbone", "vgg16", "x.png")
+    assert_user_error(code, text, "vgg16")
+
+
+def test_config_overrides_and_files():
+    cfg = C.load_config("synthetic", overrides=["encoder.mode=binary", "encoder.clip=0.7", "lambda_adv=1e-2"])
+    assert cfg["encoder"]["mode"] == "binary" and cfg["encoder"]["clip"] == 0.7 and cfg["lambda_adv"] == 0.01
+    for task in C.TASKS:
+        for backbone in ("resnet101", "vgg16") if task != "synthetic" else ("small",):
+            cfg = C.load_config(task, backbone)
+            assert cfg["backbone"] == backbone
+    gta = C.load_config("gta2cs")
+    assert gta["adapt"]["base_lr"] == 2.5e-4 and gta["adapt"]["steps"] == 40000
+    assert gta["distill"]["freeze_bn"] is False and gta["distill"]["eval_size"] == [1024, 2048]
+    assert C.load_config("synthia2cs")["distill"]["freeze_bn"] is True
+    assert C.load_config("synthia2cs")["num_classes"] == 16
