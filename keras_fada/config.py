@@ -29,11 +29,14 @@ class ConfigError(ValueError):
 
 
 def config_dir() -> str:
-    """The ``configs/`` folder (``$KERAS_FADA_CONFIGS`` or the repository's)."""
+    """The ``configs/`` folder: ``$KERAS_FADA_CONFIGS``, else the one installed with the package
+    (the repository's ``configs/`` installs as ``keras_fada.configs``)."""
     env = os.environ.get("KERAS_FADA_CONFIGS")
     if env:
         return env
-    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+    from keras_fada import configs
+
+    return os.path.dirname(os.path.abspath(configs.__file__))
 
 
 def read_yaml(path: str) -> dict:

@@ -13,3 +13,4 @@ def test_every_package_is_listed_in_pyproject():
     found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "keras_fada").rglob("__init__.py")}
     assert found <= listed, f"add {sorted(found - listed)} to [tool.setuptools] packages"
     assert "cli" not in listed and config["package-dir"]["keras_fada.cli"] == "cli"
+    assert config["package-dir"]["keras_fada.configs"] == "configs"
