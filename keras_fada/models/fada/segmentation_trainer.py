@@ -65,7 +65,9 @@ class SegmentationTrainer(keras.Model):
 
     # ------------------------------------------------------------------ forward
     def upsample(self, x, size):
-        return resize_bilinear(x, size, align_corners=self.align_corners)
+        # In float32 even under a mixed policy: the interpolation weights and the full-resolution
+        # logits feed the losses, which the official code computes in float32.
+        return resize_bilinear(ops.cast(x, "float32"), size, align_corners=self.align_corners)
 
     def call(self, images, training=False):
         """Class logits at the resolution of ``images``."""
