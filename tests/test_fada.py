@@ -152,3 +152,15 @@ def test_mixed_bfloat16_tracks_float32():
     for f32, bf16 in zip(runs["float32"], runs["mixed_bfloat16"], strict=True):
         for name in ("seg_loss", "adv_loss", "d_loss"):
             assert bf16[name] == pytest.approx(f32[name], rel=1e-2), name
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="XLA via jit_compile on TensorFlow")
+def test_xla_step_equals_the_default_step():
+    losses = []
+    for jit in (True, False):
+        model = fx.tiny_fada()
+        opts = official_optimizers(base_lr=0.01, base_lr_d=0.01, max_iter=10)
+        model.compile(jit_compile=jit, **opts)
+        losses.append(fx.train_steps(model, fx.tiny_batch(), steps=2)[-1])
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    assert not fx.tiny_fada().jit_compile  # "auto" leaves XLA off on CPU: 3-5x slower there
