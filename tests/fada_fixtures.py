@@ -129,6 +129,26 @@ def reference_iterations(params, batch, steps, weight_decay=5e-4):
     return p, history
 
 
+def discriminator_gradient(params, batch):
+    """Finite-difference gradient of L_D (Eq. 5, 0.5/0.5) w.r.t. D at ``params``' features."""
+    xs, xt = (batch[k].astype(np.float64) for k in ("source_images", "target_images"))
+    s_size, t_size = batch["source_labels"].shape[1:3], xt.shape[1:3]
+    T, clip = CONFIG["temperature"], CONFIG["clip"]
+    f_s, f_t = np_features(params, xs), np_features(params, xt)
+    a_s = ref.soft_labels(ref.resize_align_corners(np_classify(params, f_s), *s_size), T, clip)
+    a_t = ref.soft_labels(ref.resize_align_corners(np_classify(params, f_t), *t_size), T, clip)
+
+    def d_loss(q):
+        d_s = ref.resize_align_corners(np_discriminate(q, f_s), *s_size)
+        d_t = ref.resize_align_corners(np_discriminate(q, f_t), *t_size)
+        return 0.5 * ref.soft_cross_entropy(d_s, np.concatenate([a_s, 0 * a_s], -1)) + 0.5 * (
+            ref.soft_cross_entropy(d_t, np.concatenate([0 * a_t, a_t], -1))
+        )
+
+    d_params = {n: params[n].copy() for n in params if n[0] == "d"}
+    return ref.numerical_gradient(lambda q: d_loss({**params, **q}), d_params)
+
+
 def train_steps(model, batch, steps):
     """Run ``steps`` training steps on the same batch; the logged losses of each."""
     logs = []
