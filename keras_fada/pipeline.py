@@ -297,6 +297,15 @@ def _backup_epoch(backup):
     return 0
 
 
+def _distill_init(cfg, run_dir):
+    """The student's initial weights: ``distill.init`` (a path), ``"teacher"`` (the teacher's
+    checkpoint: fine-tune instead of training from scratch) or None (fresh, as official)."""
+    init = cfg["distill"].get("init")
+    if init == "teacher":
+        return cfg["distill"].get("teacher") or os.path.join(stage_dir(run_dir, "adapt"), CHECKPOINT)
+    return init
+
+
 def _check_inputs(cfg, stage, run_dir):
     """The checkpoint a stage starts from must exist before anything is written."""
     if stage == "adapt":
@@ -395,7 +404,7 @@ def run_stage(cfg, stage, run_dir, verbose=1, evaluate_after=True) -> dict:
                 batch_size=int(cfg["eval"]["batch_size"]), verbose=bool(verbose),
             )  # fmt: skip
             open(os.path.join(sdir, "pseudo_labels.done"), "w").close()
-        segmentor = _fresh_segmentor(cfg, bool(s["freeze_bn"]), init=s.get("init"))
+        segmentor = _fresh_segmentor(cfg, bool(s["freeze_bn"]), init=_distill_init(cfg, run_dir))
         model = SegmentationTrainer(segmentor)
         train = kd.make_self_distillation_dataset(
             specs["target_train"].with_labels(labels_dir),
