@@ -55,6 +55,73 @@ def device_name():
     return gpus[0].name if gpus else "cpu"
 
 
+def timed_iterations(step, iters):
+    """Wall time and other processes' CPU time of each call of ``step``."""
+    rows = []
+    for _ in range(iters):
+        b0, o0, t0 = busy_seconds(), own_seconds(), time.perf_counter()
+        step()
+        wall = time.perf_counter() - t0
+        own = own_seconds() - o0
+        rows.append({"wall": wall, "foreign_cpu": max(busy_seconds() - b0 - own, 0.0)})
+    return rows
+
+
+def quiet_median(rows, warmup):
+    timed = rows[warmup:]
+    quiet = [r["wall"] for r in timed if r["foreign_cpu"] < 0.05 * r["wall"]]
+    return statistics.median(quiet or [r["wall"] for r in timed])
+
+
+class DiscriminatorStep(keras.Model):
+    """The discriminator update alone (Eq. 5 on given features and encodings), for the phase profile."""
+
+    def __init__(self, fada, **kwargs):
+        super().__init__(**kwargs)
+        self.fada = fada
+
+    def call(self, x, training=False):
+        d = self.fada.discriminator
+        return {
+            "s": self.fada.upsample(d(x["source_features"]), x["source_knowledge"].shape[1:3]),
+            "t": self.fada.upsample(d(x["target_features"]), x["target_knowledge"].shape[1:3]),
+        }
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        return keras_fada.losses.discriminator_loss(
+            y_pred["s"], y_pred["t"], x["source_knowledge"], x["target_knowledge"]
+        )
+
+
+def profile_phases(model, batch, args):
+    """Source pass (source-only step: F+C forward, CE backward, SGD), D update (two D forward/backward
+    passes at the official resolution + Adam); the target pass is what remains of the FADA step."""
+    source = keras_fada.SegmentationTrainer(model.segmentor, temperature=model.temperature)
+    source.compile(jit_compile=model.jit_compile)
+    source_rows = timed_iterations(
+        lambda: source.train_on_batch(batch["source_images"], batch["source_labels"]), args.iters
+    )
+    rng = np.random.default_rng(1)
+    fshape = (args.batch, -(-args.height // 8), -(-args.width // 8), model.segmentor.feature_channels)
+    knowledge = rng.dirichlet(np.ones(19), (args.batch, args.height, args.width)).astype("float32")
+    d_batch = {
+        "source_features": rng.standard_normal(fshape).astype("float32"),
+        "target_features": rng.standard_normal(fshape).astype("float32"),
+        "source_knowledge": knowledge,
+        "target_knowledge": knowledge[::-1].copy(),
+    }
+    d_step = DiscriminatorStep(model)
+    d_step.compile(
+        optimizer=keras_fada.optimizers.TorchAdam(1e-4, beta_1=0.9, beta_2=0.99),
+        jit_compile=model.jit_compile,
+    )
+    d_rows = timed_iterations(lambda: d_step.train_on_batch(d_batch), args.iters)
+    return {
+        "source_pass_step": round(quiet_median(source_rows, args.warmup), 3),
+        "discriminator_update": round(quiet_median(d_rows, args.warmup), 3),
+    }
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--net", choices=["resnet101", "small"], default="resnet101")
@@ -65,6 +132,12 @@ def main():
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--precision", choices=["float32", "mixed_bfloat16", "mixed_float16"], default="float32")
     p.add_argument("--jit-compile", choices=["auto", "true", "false"], default="auto")
+    p.add_argument(
+        "--phases",
+        action="store_true",
+        help="also time the source pass alone (source-only step) and the discriminator update alone; "
+        "the target pass is the rest of the FADA step",
+    )
     args = p.parse_args()
 
     keras.config.set_dtype_policy(args.precision)
@@ -87,16 +160,21 @@ def main():
         "source_labels": labels,
         "target_images": rng.uniform(0, 255, (*shape, 3)).astype("float32"),
     }
-    rows, losses = [], []
-    for _ in range(args.iters):
-        b0, o0, t0 = busy_seconds(), own_seconds(), time.perf_counter()
+    losses = []
+
+    def fada_step():
         logs = model.train_on_batch(batch, return_dict=True)  # returns host floats: the step is finished
-        wall = time.perf_counter() - t0
-        own = own_seconds() - o0
-        rows.append({"wall": wall, "foreign_cpu": max(busy_seconds() - b0 - own, 0.0)})
         losses.append([float(logs[k]) for k in ("seg_loss", "adv_loss", "d_loss")])
+
+    rows = timed_iterations(fada_step, args.iters)
     timed = rows[args.warmup :]
     quiet = [r["wall"] for r in timed if r["foreign_cpu"] < 0.05 * r["wall"]]
+    phases = profile_phases(model, batch, args) if args.phases else None
+    if phases:
+        full = statistics.median(quiet or [r["wall"] for r in timed])
+        phases["target_pass_rest"] = round(
+            full - phases["source_pass_step"] - phases["discriminator_update"], 3
+        )
     print(
         json.dumps(
             {
@@ -117,6 +195,7 @@ def main():
                 "images_per_s": 2 * args.batch / statistics.median(quiet or [r["wall"] for r in timed]),
                 "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 "losses_finite": bool(np.isfinite(losses).all()),
+                **({"phase_median_s": phases} if phases else {}),
                 "python": platform.python_version(),
                 "keras": keras.__version__,
             }

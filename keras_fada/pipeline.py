@@ -434,7 +434,15 @@ def run_stage(cfg, stage, run_dir, verbose=1, evaluate_after=True) -> dict:
         + (f", resuming at step {done}" if done else "")
     )
     if start_epoch < epochs:
-        model.fit(train, epochs=epochs, steps_per_epoch=per_epoch, callbacks=callbacks, verbose=verbose)
+        # shuffle=False: the tf.data pipeline shuffles itself (Keras warns on shuffle=True with a Dataset).
+        model.fit(
+            train,
+            epochs=epochs,
+            steps_per_epoch=per_epoch,
+            callbacks=callbacks,
+            verbose=verbose,
+            shuffle=False,
+        )
     steps_done = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
     segmentor.save_weights(os.path.join(sdir, CHECKPOINT))
     result = {
