@@ -24,6 +24,14 @@ STAGES = ("source", "adapt", "distill")
 BACKBONES = ("resnet101", "vgg16", "small")
 
 
+# Keys whose values come from a fixed set: a typo is an error naming the valid values.
+CHOICES = {
+    "precision": ("float32", "mixed_bfloat16"),
+    "encoder.mode": ("soft", "hard", "binary"),
+    "discriminator.resolution": ("label", "feature"),
+}
+
+
 class ConfigError(ValueError):
     """A configuration mistake by the user (unknown task, key, file or value)."""
 
@@ -208,6 +216,11 @@ def load_config(
         raise ConfigError(f"config sets task {config['task']!r} but --task is {task!r}")
     if config["backbone"] not in BACKBONES:
         raise ConfigError(f"unknown backbone {config['backbone']!r}; backbones: {', '.join(BACKBONES)}")
+    for name, valid in CHOICES.items():
+        section, _, key = name.rpartition(".")
+        value = (config[section] if section else config)[key]
+        if value not in valid:
+            raise ConfigError(f"config key {name!r} is {value!r}; valid values: {', '.join(valid)}")
     return config
 
 

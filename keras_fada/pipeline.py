@@ -328,7 +328,17 @@ def _check_inputs(cfg, stage, run_dir):
 
 def run_stage(cfg, stage, run_dir, verbose=1, evaluate_after=True) -> dict:
     """Trains one stage into ``<run_dir>/<stage>`` (continuing from its backup if there is one),
-    saves the segmentor and returns the stage's metrics (target mIoU...)."""
+    saves the segmentor and returns the stage's metrics (target mIoU...). Models are built under
+    the config's ``precision`` dtype policy; the global policy is restored afterwards."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(cfg.get("precision", "float32"))
+    try:
+        return _run_stage(cfg, stage, run_dir, verbose, evaluate_after)
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _run_stage(cfg, stage, run_dir, verbose, evaluate_after) -> dict:
     s = cfg[stage]
     k, backbone = int(cfg["num_classes"]), cfg["backbone"]
     sdir = stage_dir(run_dir, stage)

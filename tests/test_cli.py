@@ -227,3 +227,41 @@ def test_config_overrides_and_files():
     assert gta["distill"]["freeze_bn"] is False and gta["distill"]["eval_size"] == [1024, 2048]
     assert C.load_config("synthia2cs")["distill"]["freeze_bn"] is True
     assert C.load_config("synthia2cs")["num_classes"] == 16
+
+
+def test_bad_choice_value_names_valid_values(tmp_path):
+    code, text, _ = run("train", "--task", "synthetic", "--output", tmp_path, "encoder.mode=sfot")
+    assert_user_error(code, text, "encoder.mode", "'sfot'", "soft, hard, binary")
+    code, text, _ = run("train", "--task", "synthetic", "--output", tmp_path, "precision=bf16")
+    assert_user_error(code, text, "precision", "mixed_bfloat16")
+
+
+def test_mixed_bfloat16_stage_computes_in_bf16_and_restores_the_policy(
+    full_run, data_root, tmp_path, monkeypatch
+):
+    import keras
+
+    from keras_fada import pipeline as P
+
+    out, _ = full_run
+    seen = []
+    original = P._run_stage
+
+    def spy(cfg, stage, run_dir, verbose, evaluate_after):
+        seen.append(keras.config.dtype_policy().name)
+        result = original(cfg, stage, run_dir, verbose, evaluate_after)
+        segmentor = P.load_segmentor(os.path.join(P.stage_dir(run_dir, stage), P.CHECKPOINT), "small", 19)
+        seen.append((segmentor.compute_dtype, segmentor.variable_dtype))
+        return result
+
+    monkeypatch.setattr(P, "_run_stage", spy)
+    run_dir = tmp_path / "bf16"
+    code, text, res = run(
+        "train", "--task", "synthetic", "--stage", "adapt", "--data-root", data_root, "--output", run_dir,
+        "--quiet", *TINY, "precision=mixed_bfloat16", f"adapt.init={out / 'source' / 'segmentor.weights.h5'}",
+    )  # fmt: skip
+    assert code == 0, text + repr(res.exception)
+    assert seen == ["mixed_bfloat16", ("bfloat16", "float32")]
+    assert keras.config.dtype_policy().name == "float32"
+    state = json.loads((run_dir / "adapt" / "metrics.json").read_text())
+    assert state["finished"] and 0.0 <= state["miou"] <= 100.0
