@@ -133,6 +133,11 @@ def main():
     p.add_argument("--precision", choices=["float32", "mixed_bfloat16", "mixed_float16"], default="float32")
     p.add_argument("--jit-compile", choices=["auto", "true", "false"], default="auto")
     p.add_argument(
+        "--single-pass",
+        action="store_true",
+        help="torch: one backward pass of the summed loss instead of FADA's default two passes",
+    )
+    p.add_argument(
         "--phases",
         action="store_true",
         help="also time the source pass alone (source-only step) and the discriminator update alone; "
@@ -147,7 +152,7 @@ def main():
     for layer in segmentor.feature_extractor.layers:
         if isinstance(layer, FrozenBatchNormalization):
             layer.gamma.assign(np.full(layer.gamma.shape, 0.5, "float32"))
-    model = keras_fada.FADA(segmentor)
+    model = keras_fada.FADA(segmentor, two_pass=not args.single_pass)
     jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
     model.compile(jit_compile=jit)
 

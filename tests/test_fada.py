@@ -171,3 +171,22 @@ def test_xla_step_equals_the_default_step():
         losses.append(fx.train_steps(model, fx.tiny_batch(), steps=2)[-1])
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
     assert not fx.tiny_fada().jit_compile  # "auto" leaves XLA off on CPU: 3-5x slower there
+
+
+@pytest.mark.parametrize("resolution", ["label", "feature"])
+def test_two_pass_step_equals_single_pass(resolution):
+    """On torch, ``two_pass`` back-propagates L_seg before the target pass; losses and every
+    updated weight must equal the single backward pass (elsewhere both settings take one pass)."""
+    logs, params = [], []
+    for two_pass in (False, True):
+        model = fx.tiny_fada(discriminator_resolution=resolution, two_pass=two_pass)
+        logs.append(fx.train_steps(model, fx.tiny_batch(), steps=2))
+        params.append(fx.model_params(model))
+    for a, b in zip(logs[0], logs[1], strict=True):
+        for key in ("seg_loss", "adv_loss", "d_loss", "loss"):
+            assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-7), key
+    assert params[0].keys() == params[1].keys()
+    for name, value in params[0].items():
+        np.testing.assert_allclose(params[1][name], value, rtol=1e-6, atol=1e-7, err_msg=name)
+    start = fx.model_params(fx.tiny_fada(discriminator_resolution=resolution))
+    assert any(not np.allclose(start[n], v) for n, v in params[1].items())  # the steps did update

@@ -55,6 +55,10 @@ class FADA(SegmentationTrainer):
         discriminator_weights: weights of the source and target terms of Eq. 5 (official
             0.5 / 0.5; the paper's plain sum is 1 / 1).
         align_corners: resize convention of every upsampling (official: True).
+        two_pass: on the torch backend, back-propagate ``L_seg`` before the target forward pass
+            (as the official loop does), so the source activations are freed before the target
+            ones exist: the same gradients, about half the peak activation memory. The graph
+            backends (TensorFlow, JAX) always take the single backward pass.
 
     Example:
     >>> model = FADA(segmentor, lambda_adv=0.001)
@@ -73,6 +77,7 @@ class FADA(SegmentationTrainer):
         discriminator_resolution="label",
         discriminator_weights=(0.5, 0.5),
         align_corners=True,
+        two_pass=True,
         **kwargs,
     ):
         if discriminator_resolution not in RESOLUTIONS:
@@ -97,6 +102,7 @@ class FADA(SegmentationTrainer):
         self.lambda_adv = float(lambda_adv)
         self.discriminator_resolution = discriminator_resolution
         self.discriminator_weights = tuple(float(w) for w in discriminator_weights)
+        self.two_pass = bool(two_pass)
         self.adversarial_loss_tracker = keras.metrics.Mean(name="adv_loss")
         self.discriminator_loss_tracker = keras.metrics.Mean(name="d_loss")
 
@@ -112,36 +118,43 @@ class FADA(SegmentationTrainer):
 
     def adaptation_outputs(self, batch, training=True):
         """Everything one FADA iteration needs, computed once (see the class docstring)."""
-        features = self.segmentor.feature_extractor
-        classifier = self.segmentor.classifier
+        source = self.source_outputs(batch, training=training)
+        return {**source, **self.target_outputs(batch, source, training=training)}
+
+    def _at_labels(self):
+        return self.discriminator_resolution == "label"
+
+    def source_outputs(self, batch, training=True):
+        """Source pass: features, upsampled logits (for L_seg) and the detached knowledge ``a_s``."""
+        source_features = self.segmentor.feature_extractor(batch["source_images"], training=training)
+        source_logits_lowres = self.segmentor.classifier(source_features, training=training)
+        source_logits = self.upsample(source_logits_lowres, batch["source_labels"].shape[1:3])
+        return {
+            "source_features": source_features,
+            "source_logits": source_logits,
+            "source_knowledge": self.encoder(source_logits if self._at_labels() else source_logits_lowres),
+        }
+
+    def target_outputs(self, batch, source, training=True):
+        """Target pass and both discriminator terms; uses only detached parts of ``source``."""
         source_size = batch["source_labels"].shape[1:3]
         target_size = batch["target_images"].shape[1:3]
-        at_labels = self.discriminator_resolution == "label"
 
         def to_output(x, size):
-            return self.upsample(x, size) if at_labels else x
+            return self.upsample(x, size) if self._at_labels() else x
 
-        source_features = features(batch["source_images"], training=training)
-        source_logits_lowres = classifier(source_features, training=training)
-        source_logits = self.upsample(source_logits_lowres, source_size)
-        source_knowledge = self.encoder(source_logits if at_labels else source_logits_lowres)
-
-        target_features = features(batch["target_images"], training=training)
+        target_features = self.segmentor.feature_extractor(batch["target_images"], training=training)
         # The target classifier output only yields the (detached) encoding.
         target_logits = to_output(
-            classifier(ops.stop_gradient(target_features), training=training), target_size
+            self.segmentor.classifier(ops.stop_gradient(target_features), training=training), target_size
         )
-        target_knowledge = self.encoder(target_logits)
-
         return {
-            "source_logits": source_logits,
-            "source_knowledge": source_knowledge,
-            "target_knowledge": target_knowledge,
+            "target_knowledge": self.encoder(target_logits),
             # Eq. 6: gradients reach F through D's frozen weights.
             "adversarial_logits": to_output(self.discriminator(target_features, frozen=True), target_size),
             # Eq. 5: D learns from features that are constants for F.
             "discriminator_source_logits": to_output(
-                self.discriminator(ops.stop_gradient(source_features)), source_size
+                self.discriminator(ops.stop_gradient(source["source_features"])), source_size
             ),
             "discriminator_target_logits": to_output(
                 self.discriminator(ops.stop_gradient(target_features)), target_size
@@ -151,8 +164,18 @@ class FADA(SegmentationTrainer):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         if not isinstance(x, dict):  # evaluate() on (images, labels): the segmentation loss only
             return super().compute_loss(x, y, y_pred, sample_weight, training)
-        out = y_pred
-        seg = losses.segmentation_loss(out["source_logits"], x["source_labels"], temperature=self.temperature)
+        return self._with_layer_losses(self.source_loss(x, y_pred) + self.target_loss(y_pred))
+
+    def source_loss(self, batch, out):
+        """L_seg on the source logits (divided by ``source_temperature``)."""
+        seg = losses.segmentation_loss(
+            out["source_logits"], batch["source_labels"], temperature=self.temperature
+        )
+        self.segmentation_loss_tracker.update_state(seg)
+        return seg
+
+    def target_loss(self, out):
+        """``lambda_adv * L_adv + L_D``: everything that needs the target pass."""
         adv = losses.adversarial_loss(out["adversarial_logits"], out["target_knowledge"])
         source_weight, target_weight = self.discriminator_weights
         disc = losses.discriminator_loss(
@@ -163,10 +186,17 @@ class FADA(SegmentationTrainer):
             source_weight=source_weight,
             target_weight=target_weight,
         )
-        self.segmentation_loss_tracker.update_state(seg)
         self.adversarial_loss_tracker.update_state(adv)
         self.discriminator_loss_tracker.update_state(disc)
-        return self._with_layer_losses(seg + self.lambda_adv * adv + disc)
+        return self.lambda_adv * adv + disc
+
+    def train_step(self, *args):
+        # (data) on TF and torch, (state, data) on JAX: only torch's eager step is replaced.
+        if keras.backend.backend() == "torch" and self.two_pass:
+            from keras_fada.models.fada import torch_two_pass
+
+            return torch_two_pass.train_step(self, *args)
+        return super().train_step(*args)
 
     # ------------------------------------------------------------------ optimisation
     def _optimizer_groups(self):
@@ -205,6 +235,7 @@ class FADA(SegmentationTrainer):
             source_temperature=self.temperature,
             discriminator_resolution=self.discriminator_resolution,
             discriminator_weights=list(self.discriminator_weights),
+            two_pass=self.two_pass,
         )
         return config
 
