@@ -31,8 +31,9 @@ class FADA(SegmentationTrainer):
     step), so the whole iteration is a single backward pass of
     ``L_seg + lambda_adv * L_adv + L_D`` in which ``L_adv`` reaches D only through frozen weights
     and ``L_D`` sees stop-gradient features. The update is identical to the official order, it
-    runs on Keras' own trainer on every backend, and it skips the D weight-gradient pass that
-    the official loop computes and discards.
+    runs on Keras' own trainer on TensorFlow and JAX, and it skips the D weight-gradient pass
+    that the official loop computes and discards. On torch the same sum is back-propagated in
+    two passes (``two_pass``), which frees the source activations before the target pass.
 
     Batches are dicts::
 
