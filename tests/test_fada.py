@@ -175,8 +175,8 @@ def test_xla_step_equals_the_default_step():
 
 @pytest.mark.parametrize("resolution", ["label", "feature"])
 def test_two_pass_step_equals_single_pass(resolution):
-    """On torch, ``two_pass`` back-propagates L_seg before the target pass; losses and every
-    updated weight must equal the single backward pass (elsewhere both settings take one pass)."""
+    """On torch and TensorFlow, ``two_pass`` back-propagates L_seg before the target pass; losses
+    and every updated weight must equal the single backward pass (on JAX both take one pass)."""
     logs, params = [], []
     for two_pass in (False, True):
         model = fx.tiny_fada(discriminator_resolution=resolution, two_pass=two_pass)

@@ -31,9 +31,9 @@ class FADA(SegmentationTrainer):
     step), so the whole iteration is a single backward pass of
     ``L_seg + lambda_adv * L_adv + L_D`` in which ``L_adv`` reaches D only through frozen weights
     and ``L_D`` sees stop-gradient features. The update is identical to the official order, it
-    runs on Keras' own trainer on TensorFlow and JAX, and it skips the D weight-gradient pass
-    that the official loop computes and discards. On torch the same sum is back-propagated in
-    two passes (``two_pass``), which frees the source activations before the target pass.
+    skips the D weight-gradient pass that the official loop computes and discards. On torch and
+    TensorFlow the same sum is back-propagated in two passes by default (``two_pass``), which
+    frees the source activations before the target pass; JAX runs Keras' own stateless step.
 
     Batches are dicts::
 
@@ -56,10 +56,10 @@ class FADA(SegmentationTrainer):
         discriminator_weights: weights of the source and target terms of Eq. 5 (official
             0.5 / 0.5; the paper's plain sum is 1 / 1).
         align_corners: resize convention of every upsampling (official: True).
-        two_pass: on the torch backend, back-propagate ``L_seg`` before the target forward pass
-            (as the official loop does), so the source activations are freed before the target
-            ones exist: the same gradients, about half the peak activation memory. The graph
-            backends (TensorFlow, JAX) always take the single backward pass.
+        two_pass: on torch and TensorFlow, back-propagate ``L_seg`` before the target forward
+            pass (as the official loop does), so the source activations are freed before the
+            target ones exist: the same gradients, less peak memory. JAX always takes the
+            single backward pass.
 
     Example:
     >>> model = FADA(segmentor, lambda_adv=0.001)
@@ -192,11 +192,15 @@ class FADA(SegmentationTrainer):
         return self.lambda_adv * adv + disc
 
     def train_step(self, *args):
-        # (data) on TF and torch, (state, data) on JAX: only torch's eager step is replaced.
-        if keras.backend.backend() == "torch" and self.two_pass:
+        # (data) on TF and torch, (state, data) on JAX, whose stateless step keeps one pass.
+        if self.two_pass and keras.backend.backend() == "torch":
             from keras_fada.models.fada import torch_two_pass
 
             return torch_two_pass.train_step(self, *args)
+        if self.two_pass and keras.backend.backend() == "tensorflow":
+            from keras_fada.models.fada import tensorflow_two_pass
+
+            return tensorflow_two_pass.train_step(self, *args)
         return super().train_step(*args)
 
     # ------------------------------------------------------------------ optimisation
