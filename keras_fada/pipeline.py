@@ -352,6 +352,9 @@ def _run_stage(cfg, stage, run_dir, verbose, evaluate_after) -> dict:
     backup = os.path.join(sdir, "backup")
     start_epoch = _backup_epoch(backup)
     seed = int(cfg["seed"]) + 1009 * start_epoch  # fresh data order after a resume
+    # Weight initialisation (NumPy, Python and backend generators) follows the config's seed too,
+    # so the same config gives the same run.
+    keras.utils.set_random_seed(seed)
     batch = int(s["batch_size"])
     t0 = time.perf_counter()
 

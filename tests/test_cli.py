@@ -265,3 +265,23 @@ def test_mixed_bfloat16_stage_computes_in_bf16_and_restores_the_policy(
     assert keras.config.dtype_policy().name == "float32"
     state = json.loads((run_dir / "adapt" / "metrics.json").read_text())
     assert state["finished"] and 0.0 <= state["miou"] <= 100.0
+
+
+def test_same_seed_same_weights_other_seed_other_weights(data_root, tmp_path):
+    import numpy as np
+
+    def trained(name, seed):
+        out = tmp_path / name
+        code, text, res = run(
+            "train", "--task", "synthetic", "--stage", "source", "--data-root", data_root,
+            "--output", out, "--quiet", *TINY, f"seed={seed}",
+        )  # fmt: skip
+        assert code == 0, text + repr(res.exception)
+        from keras_fada import pipeline as P
+
+        return P.load_segmentor(str(out / "source" / P.CHECKPOINT), "small", 19).get_weights()
+
+    a, b, c = trained("a", 3), trained("b", 3), trained("c", 4)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert any(not np.array_equal(x, z) for x, z in zip(a, c, strict=True))
