@@ -19,7 +19,6 @@ import time
 import keras
 import numpy as np
 
-from keras_fada import FADA, DomainEncoder, FineGrainedDiscriminator
 from keras_fada import config as C
 from keras_fada import data as kd
 from keras_fada import pipeline as P
@@ -30,13 +29,9 @@ LOSSES = ("seg_loss", "adv_loss", "d_loss")
 def adapt_model(cfg, init, k, discriminator_weights=None):
     segmentor = P.load_segmentor(init, "small", k)
     P.freeze_batch_norm(segmentor)
-    enc = cfg["encoder"]
-    encoder = DomainEncoder(enc["mode"], temperature=enc["temperature"], clip=enc["clip"])
-    width = int(cfg["discriminator"]["width"])
-    disc = FineGrainedDiscriminator(encoder.knowledge_channels(k), filters=(width, width // 2))
-    model = FADA(segmentor, discriminator=disc, encoder=encoder, lambda_adv=float(cfg["lambda_adv"]))
+    model = P.fada_model(cfg, segmentor)
     if discriminator_weights is not None:
-        disc.set_weights(discriminator_weights)
+        model.discriminator.set_weights(discriminator_weights)
     model.compile(**P._optimizers(cfg, "adapt"))
     return model
 

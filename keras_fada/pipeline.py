@@ -164,6 +164,28 @@ def _fresh_segmentor(cfg, freeze_bn, init=None):
     return segmentor
 
 
+def fada_model(cfg, segmentor):
+    """The adaptation stage's FADA model (encoder, discriminator, loss switches) from ``cfg``."""
+    enc = cfg["encoder"]
+    encoder = DomainEncoder(
+        enc["mode"], temperature=float(enc["temperature"]), clip=float(enc["clip"]),
+        threshold=float(enc["threshold"]),
+    )  # fmt: skip
+    width = int(cfg["discriminator"]["width"])
+    disc = FineGrainedDiscriminator(
+        encoder.knowledge_channels(segmentor.num_classes), filters=(width, width // 2)
+    )
+    return FADA(
+        segmentor,
+        discriminator=disc,
+        encoder=encoder,
+        lambda_adv=float(cfg["lambda_adv"]),
+        source_temperature=float(cfg["source_temperature"]),
+        discriminator_resolution=cfg["discriminator"]["resolution"],
+        discriminator_weights=tuple(cfg["discriminator"]["weights"]),
+    )
+
+
 def _optimizers(cfg, stage):
     s, o = cfg[stage], cfg["optim"]
     return fopt.official_optimizers(
@@ -378,22 +400,7 @@ def _run_stage(cfg, stage, run_dir, verbose, evaluate_after) -> dict:
         segmentor = load_segmentor(init, backbone, k)
         if s["freeze_bn"]:
             freeze_batch_norm(segmentor)
-        enc = cfg["encoder"]
-        encoder = DomainEncoder(
-            enc["mode"], temperature=float(enc["temperature"]), clip=float(enc["clip"]),
-            threshold=float(enc["threshold"]),
-        )  # fmt: skip
-        width = int(cfg["discriminator"]["width"])
-        disc = FineGrainedDiscriminator(encoder.knowledge_channels(k), filters=(width, width // 2))
-        model = FADA(
-            segmentor,
-            discriminator=disc,
-            encoder=encoder,
-            lambda_adv=float(cfg["lambda_adv"]),
-            source_temperature=float(cfg["source_temperature"]),
-            discriminator_resolution=cfg["discriminator"]["resolution"],
-            discriminator_weights=tuple(cfg["discriminator"]["weights"]),
-        )
+        model = fada_model(cfg, segmentor)
         train = kd.make_adaptation_dataset(
             specs["source_train"],
             specs["target_train"],
