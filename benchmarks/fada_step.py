@@ -55,6 +55,11 @@ def device_name():
     return gpus[0].name if gpus else "cpu"
 
 
+def current_rss_mib():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def timed_iterations(step, iters):
     """Wall time and other processes' CPU time of each call of ``step``."""
     rows = []
@@ -156,6 +161,7 @@ def main():
     jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
     model.compile(jit_compile=jit)
 
+    rss_after_build = current_rss_mib()
     rng = np.random.default_rng(0)
     shape = (args.batch, args.height, args.width)
     labels = rng.integers(0, 19, shape).astype("int32")
@@ -198,6 +204,7 @@ def main():
                 "foreign_cpu_s_per_iter": [round(r["foreign_cpu"], 3) for r in rows],
                 "first_iter_s": rows[0]["wall"],
                 "images_per_s": 2 * args.batch / statistics.median(quiet or [r["wall"] for r in timed]),
+                "rss_after_build_mib": rss_after_build,
                 "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 "losses_finite": bool(np.isfinite(losses).all()),
                 **({"phase_median_s": phases} if phases else {}),

@@ -48,6 +48,24 @@ def conv3x3_same(x, kernel, bias, dilation=1):
     return out + bias
 
 
+def conv2d(x, kernel, stride=1, pad=0, dilation=1):
+    """Any-kernel convolution with symmetric zero padding ``pad``, NHWC input, HWIO kernel."""
+    kh, kw = kernel.shape[:2]
+    padded = np.pad(x.astype(np.float64), ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    out_h = (padded.shape[1] - dilation * (kh - 1) - 1) // stride + 1
+    out_w = (padded.shape[2] - dilation * (kw - 1) - 1) // stride + 1
+    out = np.zeros((x.shape[0], out_h, out_w, kernel.shape[-1]), dtype=np.float64)
+    for dy in range(kh):
+        for dx in range(kw):
+            window = padded[
+                :,
+                dy * dilation : dy * dilation + stride * (out_h - 1) + 1 : stride,
+                dx * dilation : dx * dilation + stride * (out_w - 1) + 1 : stride,
+            ]
+            out += np.einsum("nhwi,io->nhwo", window, kernel[dy, dx])
+    return out
+
+
 def avg_pool2(x):
     n, h, w, c = x.shape
     return x.reshape(n, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))

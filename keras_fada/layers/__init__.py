@@ -1,6 +1,7 @@
 """FADA's building blocks as Keras layers."""
 
+from keras_fada.layers.convolution import Conv2D
 from keras_fada.layers.discriminator import FineGrainedDiscriminator
 from keras_fada.layers.domain_encoder import DomainEncoder
 
-__all__ = ["DomainEncoder", "FineGrainedDiscriminator"]
+__all__ = ["Conv2D", "DomainEncoder", "FineGrainedDiscriminator"]

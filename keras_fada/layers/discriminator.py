@@ -5,6 +5,9 @@ import math
 import keras
 from keras import layers, ops
 
+from keras_fada.layers.convolution import Conv2D
+from keras_fada.ops import conv2d
+
 
 def torch_conv_kernel_initializer():
     """PyTorch's default Conv2d weight init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
@@ -53,7 +56,7 @@ class FineGrainedDiscriminator(layers.Layer):
         self.target_head = self._conv(self.num_classes, head_fan_in, "target_head")
 
     def _conv(self, width, fan_in, name):
-        return layers.Conv2D(
+        return Conv2D(
             width,
             3,
             padding="same",
@@ -91,7 +94,7 @@ class FineGrainedDiscriminator(layers.Layer):
     def _frozen_conv(layer, x):
         kernel = ops.stop_gradient(ops.cast(layer.kernel, x.dtype))
         bias = ops.stop_gradient(ops.cast(layer.bias, x.dtype))
-        return ops.conv(x, kernel, strides=1, padding="same") + bias
+        return conv2d(x, kernel, strides=1, padding="same") + bias
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (2 * self.num_classes,)

@@ -3,6 +3,7 @@
 import keras
 from keras import layers
 
+from keras_fada.layers.convolution import Conv2D
 from keras_fada.models.deeplabv2.initializers import normal, torch_default_conv_bias
 
 
@@ -32,7 +33,7 @@ class ASPPClassifier(layers.Layer):
         self.dilations = tuple(int(d) for d in dilations)
         self.kernel_stddev = float(kernel_stddev)
         self.conv2d_list = [
-            layers.Conv2D(
+            Conv2D(
                 self.num_classes,
                 3,
                 padding="same",

@@ -7,6 +7,7 @@ Layer names follow the official/torchvision module paths with ``.`` replaced by 
 import keras
 from keras import layers
 
+from keras_fada.layers.convolution import Conv2D
 from keras_fada.models.deeplabv2.initializers import kaiming_normal_fan_out
 from keras_fada.models.deeplabv2.normalization import FrozenBatchNormalization, ImageNormalization
 
@@ -25,7 +26,7 @@ def _conv(x, filters, kernel_size, name, strides=1, dilation=1):
         padding = "valid"
     else:
         padding = "same" if pad > 0 else "valid"
-    return layers.Conv2D(
+    return Conv2D(
         filters,
         kernel_size,
         strides=strides,

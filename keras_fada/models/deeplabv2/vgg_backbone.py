@@ -3,6 +3,7 @@
 import keras
 from keras import layers
 
+from keras_fada.layers.convolution import Conv2D
 from keras_fada.models.deeplabv2.initializers import torch_default_conv_bias, torch_default_conv_kernel
 from keras_fada.models.deeplabv2.normalization import ImageNormalization
 
@@ -42,7 +43,7 @@ VGG16_TORCHVISION_INDEX = {
 
 def _conv_relu(x, filters, name, dilation=1):
     fan_in = 9 * int(x.shape[-1])
-    x = layers.Conv2D(
+    x = Conv2D(
         filters,
         3,
         padding="same",

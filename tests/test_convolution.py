@@ -1,0 +1,99 @@
+"""keras_fada.ops.conv2d / layers.Conv2D: the convolution of every network, on each backend's fast
+kernel, against a NumPy convolution (values) and keras.ops.conv (gradients)."""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_fada.layers import Conv2D
+from keras_fada.ops import conv2d
+from tests import numpy_reference as ref
+from tests.backend_utils import value_and_grad
+
+# (kernel, stride, padding, dilation, symmetric padding of the equivalent PyTorch conv): every
+# kind of convolution in the DeepLabV2 networks (1x1, strided 1x1 downsample, dilated 3x3, the
+# padded-then-valid stride-2 stem and 3x3, ASPP rates) plus odd sizes so that padding mistakes show.
+CASES = [
+    (1, 1, "valid", 1, 0),
+    (1, 2, "valid", 1, 0),
+    (3, 1, "same", 1, 1),
+    (3, 1, "same", 2, 2),
+    (3, 1, "same", 6, 6),
+    (3, 2, "valid", 1, 0),
+    (7, 2, "valid", 1, 0),
+    (3, 2, "same", 1, None),  # asymmetric "same": the generic keras.ops.conv path on every backend
+]
+
+
+def _data(k, seed=0, cin=5, cout=4):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(2, 13, 17, cin)).astype("float32")
+    kernel = rng.normal(size=(k, k, cin, cout)).astype("float32")
+    return x, kernel
+
+
+@pytest.mark.parametrize("k,stride,padding,dilation,pad", CASES)
+def test_conv2d_values_match_numpy_and_keras(k, stride, padding, dilation, pad):
+    x, kernel = _data(k)
+    got = ops.convert_to_numpy(conv2d(x, kernel, strides=stride, padding=padding, dilation_rate=dilation))
+    keras_conv = ops.convert_to_numpy(
+        ops.conv(x, kernel, strides=stride, padding=padding, dilation_rate=dilation)
+    )
+    np.testing.assert_allclose(got, keras_conv, rtol=1e-5, atol=1e-5)
+    if pad is not None:
+        want = ref.conv2d(x, kernel, stride=stride, pad=pad, dilation=dilation)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("k,stride,padding,dilation,pad", CASES)
+def test_conv2d_gradients_match_keras_conv(k, stride, padding, dilation, pad):
+    x, kernel = _data(k, seed=1)
+    out_shape = ops.conv(x, kernel, strides=stride, padding=padding, dilation_rate=dilation).shape
+    weights = np.random.default_rng(2).normal(size=out_shape).astype("float32")
+
+    def loss(fn, wrt):
+        def f(t):
+            xx, kk = (t, kernel) if wrt == "x" else (x, t)
+            y = fn(xx, kk, strides=stride, padding=padding, dilation_rate=dilation)
+            return ops.sum(ops.multiply(y, weights))
+
+        return f
+
+    for wrt, arg in (("x", x), ("kernel", kernel)):
+        _, got = value_and_grad(loss(conv2d, wrt), arg)
+        _, want = value_and_grad(loss(ops.conv, wrt), arg)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=f"d/d{wrt}")
+
+
+def test_layer_is_keras_conv2d_with_the_same_weights_and_outputs():
+    x, _ = _data(3)
+    ours = Conv2D(6, 3, padding="same", dilation_rate=2, name="c")
+    theirs = keras.layers.Conv2D(6, 3, padding="same", dilation_rate=2, name="c")
+    ours.build(x.shape)
+    theirs.build(x.shape)
+    assert [v.path for v in ours.weights] == [v.path for v in theirs.weights]
+    theirs.set_weights(ours.get_weights())
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(ours(x)), ops.convert_to_numpy(theirs(x)), rtol=1e-5, atol=1e-5
+    )
+    clone = Conv2D.from_config(ours.get_config())
+    assert isinstance(clone, Conv2D) and clone.dilation_rate == (2, 2)
+
+
+def test_layer_rejects_what_it_does_not_compute():
+    with pytest.raises(ValueError, match="channels-last"):
+        Conv2D(4, 3, data_format="channels_first")
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="memory layout of the torch path")
+def test_torch_chain_stays_in_nchw_memory():
+    # The point of the torch path: after the first convolution, activations live in NCHW memory
+    # behind NHWC views, so the next convolution's input needs no copy.
+    x, kernel = _data(3)
+    y = conv2d(x, kernel, padding="same")
+    y = ops.relu(ops.add(ops.multiply(y, 2.0), 1.0))
+    z = conv2d(y, np.ones((1, 1, 4, 3), "float32"))
+    for t in (y, z):
+        assert t.shape[-1] < t.shape[1]  # NHWC shape ...
+        assert t.permute(0, 3, 1, 2).is_contiguous()  # ... of NCHW memory
