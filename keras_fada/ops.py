@@ -86,15 +86,11 @@ def conv2d(x, kernel, strides=1, padding="valid", dilation_rate=1):
     The result is the same convolution (float summation order aside); only the kernel that
     computes it differs:
 
-    * **JAX**: a 1x1 convolution is a matrix product over channels. XLA's CPU convolution
-      gradients are 4-6x slower than the same FLOPs as a GEMM (1x1 1024->256 at 32x64, forward +
-      both gradients: 120 ms as a convolution, 23 ms as a matmul), and ResNet-101 has 70 of them.
-    * **torch**: Keras' channels-last ``conv`` copies every input to NCHW and back to
-      channels-last memory, and oneDNN's channels-last kernels are slower here than NCHW (3x3
-      64->64 at 64x128: 31 vs 18 ms forward + backward). This path hands ``conv2d`` an NCHW
-      tensor (a free view when the input came from another ``conv2d``) and returns the result as
-      an NHWC *view* of NCHW memory, so a network of these convolutions and elementwise ops runs
-      in NCHW memory end to end, as the reference PyTorch code does, with no copies.
+    * **JAX** (``keras_fada/backend/jax_conv.py``): 1x1 convolutions as GEMMs and the weight
+      gradient of stride-1 convolutions as per-tap GEMMs, which XLA's CPU backend runs 2-6x
+      faster than its own convolution gradients.
+    * **torch** (``keras_fada/backend/torch_conv.py``): NCHW memory behind NHWC views, so a
+      network runs without Keras' two layout copies per convolution.
     * **TensorFlow**: ``keras.ops.conv`` (oneDNN, already the fastest here).
 
     Args:
@@ -111,35 +107,15 @@ def conv2d(x, kernel, strides=1, padding="valid", dilation_rate=1):
     backend = keras.backend.backend()
     kh, kw = int(kernel.shape[0]), int(kernel.shape[1])
     s, d = _pair(strides), _pair(dilation_rate)
-    if backend == "jax" and (kh, kw) == (1, 1) and d == (1, 1) and padding in ("valid", "same"):
-        # A 1x1 kernel needs no padding under either convention; a stride only subsamples.
-        if s != (1, 1):
-            x = x[:, :: s[0], :: s[1], :]
-        n, h, w, c = x.shape
-        y = ops.matmul(ops.reshape(x, (-1, c)), ops.reshape(kernel, (c, kernel.shape[-1])))
-        return ops.reshape(y, (n, h, w, kernel.shape[-1]))
+    if backend == "jax" and padding in ("valid", "same"):
+        from keras_fada.backend import jax_conv
+
+        x = ops.convert_to_tensor(x)
+        return jax_conv.conv2d(x, ops.convert_to_tensor(kernel, dtype=x.dtype), s, padding, d)
     # PyTorch pads symmetrically; "same" with stride 1 and an odd kernel is that symmetric padding.
     symmetric = padding == "valid" or (s == (1, 1) and kh % 2 == 1 and kw % 2 == 1)
     if backend == "torch" and symmetric:
-        return _torch_conv2d_nchw_memory(x, kernel, s, padding, d)
+        from keras_fada.backend import torch_conv
+
+        return torch_conv.conv2d(x, kernel, s, padding, d)
     return ops.conv(x, kernel, strides=s, padding=padding, dilation_rate=d)
-
-
-def _torch_conv2d_nchw_memory(x, kernel, strides, padding, dilation):
-    import torch.nn.functional as F
-
-    x = ops.convert_to_tensor(x)
-    kernel = ops.convert_to_tensor(kernel, dtype=x.dtype)
-    if padding == "same":
-        pad = (dilation[0] * (kernel.shape[0] // 2), dilation[1] * (kernel.shape[1] // 2))
-    else:
-        pad = 0
-    # contiguous() is free for an NHWC view of NCHW memory (the output of this function).
-    y = F.conv2d(
-        x.permute(0, 3, 1, 2).contiguous(),
-        kernel.permute(3, 2, 0, 1),
-        stride=strides,
-        padding=pad,
-        dilation=dilation,
-    )
-    return y.permute(0, 2, 3, 1)

@@ -11,18 +11,22 @@ from keras_fada.ops import conv2d
 from tests import numpy_reference as ref
 from tests.backend_utils import value_and_grad
 
-# (kernel, stride, padding, dilation, symmetric padding of the equivalent PyTorch conv): every
-# kind of convolution in the DeepLabV2 networks (1x1, strided 1x1 downsample, dilated 3x3, the
-# padded-then-valid stride-2 stem and 3x3, ASPP rates) plus odd sizes so that padding mistakes show.
+# (kernel, stride, padding, dilation, symmetric padding of the equivalent PyTorch conv, filters):
+# every kind of convolution in the DeepLabV2 networks (1x1, strided 1x1 downsample, dilated 3x3,
+# the padded-then-valid stride-2 stem and 3x3, ASPP rates), with few filters (XLA's own gradient
+# on JAX) and with many (JAX's per-tap weight gradient), on odd sizes so that padding mistakes show.
 CASES = [
-    (1, 1, "valid", 1, 0),
-    (1, 2, "valid", 1, 0),
-    (3, 1, "same", 1, 1),
-    (3, 1, "same", 2, 2),
-    (3, 1, "same", 6, 6),
-    (3, 2, "valid", 1, 0),
-    (7, 2, "valid", 1, 0),
-    (3, 2, "same", 1, None),  # asymmetric "same": the generic keras.ops.conv path on every backend
+    (1, 1, "valid", 1, 0, 4),
+    (1, 2, "valid", 1, 0, 4),
+    (3, 1, "same", 1, 1, 4),
+    (3, 1, "same", 2, 2, 4),
+    (3, 1, "same", 6, 6, 4),
+    (3, 1, "same", 1, 1, 32),
+    (3, 1, "same", 2, 2, 40),
+    (5, 1, "same", 3, 6, 32),
+    (3, 2, "valid", 1, 0, 4),
+    (7, 2, "valid", 1, 0, 4),
+    (3, 2, "same", 1, None, 4),  # asymmetric "same": the generic keras.ops.conv path on every backend
 ]
 
 
@@ -33,9 +37,9 @@ def _data(k, seed=0, cin=5, cout=4):
     return x, kernel
 
 
-@pytest.mark.parametrize("k,stride,padding,dilation,pad", CASES)
-def test_conv2d_values_match_numpy_and_keras(k, stride, padding, dilation, pad):
-    x, kernel = _data(k)
+@pytest.mark.parametrize("k,stride,padding,dilation,pad,filters", CASES)
+def test_conv2d_values_match_numpy_and_keras(k, stride, padding, dilation, pad, filters):
+    x, kernel = _data(k, cout=filters)
     got = ops.convert_to_numpy(conv2d(x, kernel, strides=stride, padding=padding, dilation_rate=dilation))
     keras_conv = ops.convert_to_numpy(
         ops.conv(x, kernel, strides=stride, padding=padding, dilation_rate=dilation)
@@ -46,9 +50,9 @@ def test_conv2d_values_match_numpy_and_keras(k, stride, padding, dilation, pad):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("k,stride,padding,dilation,pad", CASES)
-def test_conv2d_gradients_match_keras_conv(k, stride, padding, dilation, pad):
-    x, kernel = _data(k, seed=1)
+@pytest.mark.parametrize("k,stride,padding,dilation,pad,filters", CASES)
+def test_conv2d_gradients_match_keras_conv(k, stride, padding, dilation, pad, filters):
+    x, kernel = _data(k, seed=1, cout=filters)
     out_shape = ops.conv(x, kernel, strides=stride, padding=padding, dilation_rate=dilation).shape
     weights = np.random.default_rng(2).normal(size=out_shape).astype("float32")
 
