@@ -76,6 +76,12 @@ def resize_bilinear(x, size, align_corners=True):
     return x
 
 
+def _jax_on_cpu():
+    import jax
+
+    return jax.default_backend() == "cpu"
+
+
 def _pair(value):
     return (int(value), int(value)) if isinstance(value, int) else tuple(int(v) for v in value)
 
@@ -86,9 +92,9 @@ def conv2d(x, kernel, strides=1, padding="valid", dilation_rate=1):
     The result is the same convolution (float summation order aside); only the kernel that
     computes it differs:
 
-    * **JAX** (``keras_fada/backend/jax_conv.py``): 1x1 convolutions as GEMMs and the weight
-      gradient of stride-1 convolutions as per-tap GEMMs, which XLA's CPU backend runs 2-6x
-      faster than its own convolution gradients.
+    * **JAX on the CPU** (``keras_fada/backend/jax_conv.py``): 1x1 convolutions as GEMMs and the
+      weight gradient of stride-1 convolutions as per-tap GEMMs, which XLA's CPU backend runs
+      2-6x faster than its own convolution gradients. On a GPU, XLA's cuDNN convolutions stay.
     * **torch** (``keras_fada/backend/torch_conv.py``): NCHW memory behind NHWC views, so a
       network runs without Keras' two layout copies per convolution.
     * **TensorFlow**: ``keras.ops.conv`` (oneDNN, already the fastest here).
@@ -107,7 +113,7 @@ def conv2d(x, kernel, strides=1, padding="valid", dilation_rate=1):
     backend = keras.backend.backend()
     kh, kw = int(kernel.shape[0]), int(kernel.shape[1])
     s, d = _pair(strides), _pair(dilation_rate)
-    if backend == "jax" and padding in ("valid", "same"):
+    if backend == "jax" and padding in ("valid", "same") and _jax_on_cpu():
         from keras_fada.backend import jax_conv
 
         x = ops.convert_to_tensor(x)
