@@ -61,6 +61,26 @@ def run_child(cmd: list[str], env: dict, timeout: float) -> dict:
     return json.loads(lines[-1])
 
 
+def cpu_info() -> dict:
+    """The CPU model and the vector extensions that decide which backend and precision are fast."""
+    model, flags = "?", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and model == "?":
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and not flags:
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16")
+    return {"model": model, "isa": [f for f in wanted if f in flags], "cores": os.cpu_count()}
+
+
+def native_bf16(cpu: dict) -> bool:
+    return bool({"avx512_bf16", "amx_bf16"} & set(cpu["isa"]))
+
+
 def reference_seconds(row: dict) -> float | None:
     return row.get("sec_per_iter_quiet_median") or row.get("sec_per_iter_median")
 
@@ -83,12 +103,27 @@ def main() -> int:
     p.add_argument("--quiet-window", type=float, default=10.0, help="idle seconds wanted before each child")
     p.add_argument("--quiet-timeout", type=float, default=120.0)
     p.add_argument("--child-timeout", type=float, default=3600.0)
+    p.add_argument(
+        "--force-bf16",
+        action="store_true",
+        help="run bf16 configurations even on a CPU without native bf16 (AVX512_BF16 / AMX), "
+        "where they are emulated and many times slower than float32",
+    )
     args = p.parse_args()
 
     if not os.path.exists(args.reference):
         p.error(f"reference script not found: {args.reference} (pass --reference)")
     configs = [tuple(c.split(":", 1)) for c in args.precisions]
     configs = [(b, prec) for b, prec in configs if b in args.backends]
+    cpu = cpu_info()
+    skipped = {}
+    if not native_bf16(cpu) and not args.force_bf16:
+        skipped = {
+            f"{b}:{prec}": "no native bf16 on this CPU (--force-bf16 runs it)"
+            for b, prec in configs
+            if "bfloat16" in prec
+        }
+        configs = [(b, prec) for b, prec in configs if "bfloat16" not in prec]
     fada_step = os.path.join(HERE, "fada_step.py")
     common = ["--batch", str(args.batch), "--iters", str(args.iters), "--warmup", str(args.warmup)]
     t_all = time.perf_counter()
@@ -150,11 +185,13 @@ def main() -> int:
                 "quiet_iters": sum(r["quiet_iters"] for r in mine),
                 "losses_finite": all(r["losses_finite"] for r in mine),
             }
+        entry.update({k: {"skipped": why} for k, why in skipped.items()})
         results[size] = entry
     print(
         json.dumps(
             {
                 "benchmark": "speed_vs_reference",
+                "cpu": cpu,
                 "batch_per_domain": args.batch,
                 "iters_per_child": args.iters,
                 "warmup": args.warmup,
