@@ -110,18 +110,31 @@ def conv2d(x, kernel, strides=1, padding="valid", dilation_rate=1):
     >>> y.shape
     (1, 32, 64, 64)
     """
-    backend = keras.backend.backend()
-    kh, kw = int(kernel.shape[0]), int(kernel.shape[1])
     s, d = _pair(strides), _pair(dilation_rate)
-    if backend == "jax" and padding in ("valid", "same") and _jax_on_cpu():
+    pad = _symmetric_padding(kernel.shape[:2], s, padding, d)
+    backend = keras.backend.backend()
+    # The fast kernels take PyTorch's symmetric padding; asymmetric "same" stays on keras.ops.conv.
+    if pad is not None and backend == "jax" and _jax_on_cpu():
         from keras_fada.backend import jax_conv
 
         x = ops.convert_to_tensor(x)
-        return jax_conv.conv2d(x, ops.convert_to_tensor(kernel, dtype=x.dtype), s, padding, d)
-    # PyTorch pads symmetrically; "same" with stride 1 and an odd kernel is that symmetric padding.
-    symmetric = padding == "valid" or (s == (1, 1) and kh % 2 == 1 and kw % 2 == 1)
-    if backend == "torch" and symmetric:
+        return jax_conv.conv2d(x, ops.convert_to_tensor(kernel, dtype=x.dtype), s, pad, d)
+    if pad is not None and backend == "torch":
         from keras_fada.backend import torch_conv
 
-        return torch_conv.conv2d(x, kernel, s, padding, d)
+        return torch_conv.conv2d(x, kernel, s, pad, d)
     return ops.conv(x, kernel, strides=s, padding=padding, dilation_rate=d)
+
+
+def _symmetric_padding(kernel_size, strides, padding, dilation):
+    """``(pad_h, pad_w)`` when ``padding`` equals PyTorch's symmetric zero padding, else ``None``.
+
+    ``"valid"`` is ``(0, 0)``; ``"same"`` is ``dilation * (k // 2)`` per side for an odd kernel at
+    stride 1 (otherwise "same" pads asymmetrically).
+    """
+    kh, kw = int(kernel_size[0]), int(kernel_size[1])
+    if padding == "valid":
+        return (0, 0)
+    if padding == "same" and strides == (1, 1) and kh % 2 == 1 and kw % 2 == 1:
+        return (dilation[0] * (kh // 2), dilation[1] * (kw // 2))
+    return None

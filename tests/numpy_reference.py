@@ -35,19 +35,6 @@ def resize_align_corners(x, out_h, out_w):
     return (1 - dy) * top + dy * bottom
 
 
-def conv3x3_same(x, kernel, bias, dilation=1):
-    """3x3 stride-1 convolution with zero padding = dilation, NHWC input, HWIO kernel."""
-    n, h, w, _ = x.shape
-    d = dilation
-    padded = np.pad(x, ((0, 0), (d, d), (d, d), (0, 0)))
-    out = np.zeros((n, h, w, kernel.shape[-1]), dtype=np.float64)
-    for dy in range(3):
-        for dx in range(3):
-            window = padded[:, dy * d : dy * d + h, dx * d : dx * d + w]
-            out += np.einsum("nhwi,io->nhwo", window, kernel[dy, dx])
-    return out + bias
-
-
 def conv2d(x, kernel, stride=1, pad=0, dilation=1):
     """Any-kernel convolution with symmetric zero padding ``pad``, NHWC input, HWIO kernel."""
     kh, kw = kernel.shape[:2]
@@ -64,6 +51,11 @@ def conv2d(x, kernel, stride=1, pad=0, dilation=1):
             ]
             out += np.einsum("nhwi,io->nhwo", window, kernel[dy, dx])
     return out
+
+
+def conv3x3_same(x, kernel, bias, dilation=1):
+    """3x3 stride-1 convolution with zero padding = dilation, NHWC input, HWIO kernel."""
+    return conv2d(x, kernel, pad=dilation, dilation=dilation) + bias
 
 
 def avg_pool2(x):

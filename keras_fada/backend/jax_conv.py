@@ -23,51 +23,46 @@ MIN_TAP_GRADIENT_FILTERS = 32
 
 
 def conv2d(x, kernel, strides, padding, dilation):
-    """Channels-last ``keras.ops.conv``; ``strides`` and ``dilation`` are pairs."""
+    """Channels-last ``keras.ops.conv`` with symmetric zero ``padding``; all three are pairs."""
     kh, kw = kernel.shape[:2]
-    if (kh, kw) == (1, 1) and dilation == (1, 1):
-        # A 1x1 kernel needs no padding under either convention; a stride only subsamples.
+    if (kh, kw) == (1, 1) and dilation == (1, 1) and padding == (0, 0):
+        # A stride only subsamples a 1x1 convolution.
         if strides != (1, 1):
             x = x[:, :: strides[0], :: strides[1], :]
         n, h, w, c = x.shape
         return (x.reshape(-1, c) @ kernel[0, 0]).reshape(n, h, w, kernel.shape[-1])
-    if (
-        strides == (1, 1)
-        and padding == "same"
-        and kh % 2 == 1
-        and kw % 2 == 1
-        and kernel.shape[-1] >= MIN_TAP_GRADIENT_FILTERS
-    ):
-        return _same_conv_tap_gradient(x, kernel, dilation)
+    same = padding == (dilation[0] * (kh // 2), dilation[1] * (kw // 2))
+    if strides == (1, 1) and same and kernel.shape[-1] >= MIN_TAP_GRADIENT_FILTERS:
+        return _same_conv_tap_gradient(x, kernel, padding, dilation)
     return _xla_conv(x, kernel, strides, padding, dilation)
 
 
 def _xla_conv(x, kernel, strides, padding, dilation):
-    if padding == "same" and strides == (1, 1):
-        kh, kw = kernel.shape[:2]
-        padding = [(dilation[0] * (kh // 2),) * 2, (dilation[1] * (kw // 2),) * 2]
-    else:
-        padding = padding.upper()
     return lax.conv_general_dilated(
-        x, kernel, strides, padding, rhs_dilation=dilation, dimension_numbers=_DIMENSIONS
+        x,
+        kernel,
+        strides,
+        [(padding[0],) * 2, (padding[1],) * 2],
+        rhs_dilation=dilation,
+        dimension_numbers=_DIMENSIONS,
     )
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _same_conv_tap_gradient(x, kernel, dilation):
-    return _xla_conv(x, kernel, (1, 1), "same", dilation)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _same_conv_tap_gradient(x, kernel, padding, dilation):
+    return _xla_conv(x, kernel, (1, 1), padding, dilation)
 
 
-def _forward(x, kernel, dilation):
-    return _xla_conv(x, kernel, (1, 1), "same", dilation), (x, kernel)
+def _forward(x, kernel, padding, dilation):
+    return _xla_conv(x, kernel, (1, 1), padding, dilation), (x, kernel)
 
 
-def _backward(dilation, residuals, dy):
+def _backward(padding, dilation, residuals, dy):
     x, kernel = residuals
-    _, input_vjp = jax.vjp(lambda t: _xla_conv(t, kernel, (1, 1), "same", dilation), x)
+    _, input_vjp = jax.vjp(lambda t: _xla_conv(t, kernel, (1, 1), padding, dilation), x)
     (dx,) = input_vjp(dy)
     kh, kw, cin, cout = kernel.shape
-    ph, pw = dilation[0] * (kh // 2), dilation[1] * (kw // 2)
+    ph, pw = padding
     padded = jnp.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
     height, width = dy.shape[1:3]
     flat_dy = dy.reshape(-1, cout)

@@ -13,20 +13,15 @@ from keras import ops
 
 
 def conv2d(x, kernel, strides, padding, dilation):
-    """Channels-last ``keras.ops.conv`` with PyTorch's symmetric padding (``"valid"``, or
-    ``"same"`` with stride 1 and an odd kernel); ``strides`` and ``dilation`` are pairs."""
+    """Channels-last ``keras.ops.conv`` with symmetric zero ``padding``; all three are pairs."""
     x = ops.convert_to_tensor(x)
     kernel = ops.convert_to_tensor(kernel, dtype=x.dtype)
-    if padding == "same":
-        pad = (dilation[0] * (kernel.shape[0] // 2), dilation[1] * (kernel.shape[1] // 2))
-    else:
-        pad = 0
     # contiguous() is free for an NHWC view of NCHW memory, i.e. this function's output.
     y = F.conv2d(
         x.permute(0, 3, 1, 2).contiguous(),
         kernel.permute(3, 2, 0, 1),
         stride=strides,
-        padding=pad,
+        padding=padding,
         dilation=dilation,
     )
     return y.permute(0, 2, 3, 1)
