@@ -140,7 +140,7 @@ def main():
     p.add_argument(
         "--single-pass",
         action="store_true",
-        help="torch: one backward pass of the summed loss instead of FADA's default two passes",
+        help="one backward pass of the summed loss instead of FADA's default two passes",
     )
     p.add_argument(
         "--phases",

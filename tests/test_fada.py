@@ -175,8 +175,8 @@ def test_xla_step_equals_the_default_step():
 
 @pytest.mark.parametrize("resolution", ["label", "feature"])
 def test_two_pass_step_equals_single_pass(resolution):
-    """On torch and TensorFlow, ``two_pass`` back-propagates L_seg before the target pass; losses
-    and every updated weight must equal the single backward pass (on JAX both take one pass)."""
+    """``two_pass`` back-propagates L_seg before the target pass; losses
+    and every updated weight must equal the single backward pass, on every backend."""
     logs, params = [], []
     for two_pass in (False, True):
         model = fx.tiny_fada(discriminator_resolution=resolution, two_pass=two_pass)
@@ -190,3 +190,21 @@ def test_two_pass_step_equals_single_pass(resolution):
         np.testing.assert_allclose(params[1][name], value, rtol=1e-6, atol=1e-7, err_msg=name)
     start = fx.model_params(fx.tiny_fada(discriminator_resolution=resolution))
     assert any(not np.allclose(start[n], v) for n, v in params[1].items())  # the steps did update
+
+
+def test_two_pass_step_keeps_weight_regularizers():
+    """Weight penalties enter the two-pass step once (with the target pass), as in the single pass."""
+    params = []
+    for two_pass in (False, True):
+        model = fx.tiny_fada(two_pass=two_pass)
+        model.segmentor.feature_extractor.get_layer("f_conv").kernel.regularizer = keras.regularizers.L2(0.5)
+        model.discriminator.hidden[0].kernel.regularizer = keras.regularizers.L2(0.5)
+        logs = fx.train_steps(model, fx.tiny_batch(), steps=2)
+        params.append(fx.model_params(model))
+    for name, value in params[0].items():
+        np.testing.assert_allclose(params[1][name], value, rtol=1e-6, atol=1e-7, err_msg=name)
+    plain = fx.tiny_fada()
+    fx.train_steps(plain, fx.tiny_batch(), steps=2)
+    assert not np.allclose(fx.model_params(plain)["f_k"], params[1]["f_k"])  # the penalty acted
+    penalties = logs[-1]["loss"] - logs[-1]["seg_loss"] - fx.CONFIG["lambda_adv"] * logs[-1]["adv_loss"]
+    assert penalties - logs[-1]["d_loss"] > 1e-3

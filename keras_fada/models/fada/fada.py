@@ -31,9 +31,9 @@ class FADA(SegmentationTrainer):
     step), so the whole iteration is a single backward pass of
     ``L_seg + lambda_adv * L_adv + L_D`` in which ``L_adv`` reaches D only through frozen weights
     and ``L_D`` sees stop-gradient features. The update is identical to the official order, it
-    skips the D weight-gradient pass that the official loop computes and discards. On torch and
-    TensorFlow the same sum is back-propagated in two passes by default (``two_pass``), which
-    frees the source activations before the target pass; JAX runs Keras' own stateless step.
+    skips the D weight-gradient pass that the official loop computes and discards. By default
+    (``two_pass``) the same sum is back-propagated in two passes, ``L_seg`` first, which frees
+    the source activations before the target pass (``{torch,tensorflow,jax}_two_pass.py``).
 
     Batches are dicts::
 
@@ -56,10 +56,9 @@ class FADA(SegmentationTrainer):
         discriminator_weights: weights of the source and target terms of Eq. 5 (official
             0.5 / 0.5; the paper's plain sum is 1 / 1).
         align_corners: resize convention of every upsampling (official: True).
-        two_pass: on torch and TensorFlow, back-propagate ``L_seg`` before the target forward
-            pass (as the official loop does), so the source activations are freed before the
-            target ones exist: the same gradients, less peak memory. JAX always takes the
-            single backward pass.
+        two_pass: back-propagate ``L_seg`` before the target forward pass (as the official
+            loop does), so the source activations are freed before the target ones exist: the
+            same gradients, less peak memory. ``False``: Keras' own single-pass step.
 
     Example:
     >>> model = FADA(segmentor, lambda_adv=0.001)
@@ -192,16 +191,37 @@ class FADA(SegmentationTrainer):
         return self.lambda_adv * adv + disc
 
     def train_step(self, *args):
-        # (data) on TF and torch, (state, data) on JAX, whose stateless step keeps one pass.
-        if self.two_pass and keras.backend.backend() == "torch":
-            from keras_fada.models.fada import torch_two_pass
+        # (data) on TF and torch, (state, data) on JAX's stateless trainer.
+        if not self.two_pass:
+            return super().train_step(*args)
+        backend = keras.backend.backend()
+        if backend == "torch":
+            from keras_fada.models.fada import torch_two_pass as two_pass
+        elif backend == "tensorflow":
+            from keras_fada.models.fada import tensorflow_two_pass as two_pass
+        elif backend == "jax":
+            from keras_fada.models.fada import jax_two_pass as two_pass
+        else:
+            return super().train_step(*args)
+        return two_pass.train_step(self, *args)
 
-            return torch_two_pass.train_step(self, *args)
-        if self.two_pass and keras.backend.backend() == "tensorflow":
-            from keras_fada.models.fada import tensorflow_two_pass
+    def make_train_function(self, force=False):
+        # JAX: the two passes as two XLA programs (one program interleaves them, see jax_two_pass).
+        if not self._jax_two_programs():
+            return super().make_train_function(force)
+        if self.train_function is not None and not force:
+            return self.train_function
+        from keras_fada.models.fada import jax_two_pass
 
-            return tensorflow_two_pass.train_step(self, *args)
-        return super().train_step(*args)
+        self.train_function = self._make_function(jax_two_pass.compiled_train_step(self))
+        return self.train_function
+
+    def _jax_two_programs(self):
+        if not (self.two_pass and keras.backend.backend() == "jax"):
+            return False
+        if self.run_eagerly or not self.jit_compile:
+            return False
+        return keras.distribution.distribution() is None  # sharded steps keep Keras' one program
 
     # ------------------------------------------------------------------ optimisation
     def _optimizer_groups(self):
