@@ -82,6 +82,27 @@ def _jax_on_cpu():
     return jax.default_backend() == "cpu"
 
 
+def materialize(x):
+    """``x`` itself; on JAX's CPU backend, also computed once where XLA would recompute it.
+
+    XLA's CPU fusion duplicates cheap elementwise producers into every elementwise consumer. In
+    a ResNet the residual stream ``out_k = relu(bn3(conv3_k) + out_(k-1))`` is such a chain, so
+    each block's output fusion recomputed the BN, add and ReLU of every earlier block of its
+    stage (the fusion of layer3's last block read all 23 conv3 outputs): quadratic elementwise
+    work, and every conv3 output kept alive. XLA never duplicates a fusion that holds an
+    "expensive" op, so the value is divided by a runtime one, ``1 + 0 * x``, which is exact for
+    every finite ``x`` (an inf becomes NaN), and whose gradient is stopped, so the gradient is
+    exactly the incoming one. A literal 1.0 would be folded away, and
+    ``lax.optimization_barrier`` is removed before XLA's CPU fusion runs. Other backends and
+    XLA on GPUs get ``x`` unchanged.
+
+    FADA step at 256x512 on JAX (2-core CPU): 18.8-19.8 -> 16.0-16.2 s per iteration.
+    """
+    if keras.backend.backend() == "jax" and _jax_on_cpu():
+        return x / ops.stop_gradient(1 + 0 * x)
+    return x
+
+
 def _pair(value):
     return (int(value), int(value)) if isinstance(value, int) else tuple(int(v) for v in value)
 

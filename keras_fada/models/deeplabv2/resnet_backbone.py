@@ -10,6 +10,7 @@ from keras import layers
 from keras_fada.layers.convolution import Conv2D
 from keras_fada.models.deeplabv2.initializers import kaiming_normal_fan_out
 from keras_fada.models.deeplabv2.normalization import FrozenBatchNormalization, ImageNormalization
+from keras_fada.ops import materialize
 
 RESNET101_BLOCKS = (3, 4, 23, 3)
 RESNET101_WIDTHS = (64, 128, 256, 512)
@@ -59,7 +60,22 @@ def _bottleneck(x, in_channels, width, expansion, stride, dilation, name, frozen
         shortcut = _conv(x, out_channels, 1, f"{name}_downsample_0", strides=stride)
         shortcut = _batch_norm(shortcut, f"{name}_downsample_1", frozen_bn)
     y = layers.Add(name=f"{name}_add")([y, shortcut])
-    return layers.ReLU(name=f"{name}_out")(y)
+    return ResidualReLU(name=f"{name}_out")(y)
+
+
+@keras.saving.register_keras_serializable(package="keras_fada")
+class ResidualReLU(layers.ReLU):
+    """The ReLU that ends a residual block: ``keras.layers.ReLU`` whose output, the residual
+    stream, is computed once per block (``keras_fada.ops.materialize``: XLA on CPU would
+    otherwise recompute every earlier block of the stage inside each block's output).
+
+    Example:
+    >>> ResidualReLU(name="layer3_0_out")(keras.ops.ones((1, 32, 64, 1024))).shape
+    (1, 32, 64, 1024)
+    """
+
+    def call(self, inputs):
+        return materialize(super().call(inputs))
 
 
 def resnet_feature_extractor(
