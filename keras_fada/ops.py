@@ -90,17 +90,35 @@ def materialize(x):
     each block's output fusion recomputed the BN, add and ReLU of every earlier block of its
     stage (the fusion of layer3's last block read all 23 conv3 outputs): quadratic elementwise
     work, and every conv3 output kept alive. XLA never duplicates a fusion that holds an
-    "expensive" op, so the value is divided by a runtime one, ``1 + 0 * x``, which is exact for
-    every finite ``x`` (an inf becomes NaN), and whose gradient is stopped, so the gradient is
-    exactly the incoming one. A literal 1.0 would be folded away, and
+    "expensive" op, so on JAX's CPU backend the value is divided by a runtime one (exact for
+    every finite ``x``; an inf becomes NaN) and the gradient passes through unchanged
+    (``keras_fada/backend/jax_materialize.py``). A literal 1.0 would be folded away, and
     ``lax.optimization_barrier`` is removed before XLA's CPU fusion runs. Other backends and
     XLA on GPUs get ``x`` unchanged.
 
     FADA step at 256x512 on JAX (2-core CPU): 18.8-19.8 -> 16.0-16.2 s per iteration.
     """
     if keras.backend.backend() == "jax" and _jax_on_cpu():
-        return x / ops.stop_gradient(1 + 0 * x)
+        from keras_fada.backend import jax_materialize
+
+        return jax_materialize.materialize(ops.convert_to_tensor(x))
     return x
+
+
+def materialized_relu(x):
+    """``materialize(relu(x))`` whose gradient reads only the materialized output.
+
+    ``jax.nn.relu``'s gradient reads its input; after a BatchNorm and a residual add XLA
+    recomputes that input in the backward pass and so keeps the conv output and the shortcut
+    alive. Here the gradient is ``dy * (y > 0)`` on the output (as torch's and TensorFlow's
+    ReLU gradients are), which the next convolution keeps anyway. Same values, same gradient
+    (0 at 0) on every backend.
+    """
+    if keras.backend.backend() == "jax" and _jax_on_cpu():
+        from keras_fada.backend import jax_materialize
+
+        return jax_materialize.materialized_relu(ops.convert_to_tensor(x))
+    return ops.relu(x)
 
 
 def _pair(value):

@@ -276,15 +276,24 @@ def test_official_initialisations():
     np.testing.assert_array_equal(a, b)
 
 
-def test_materialize_is_the_identity_with_the_identity_gradient():
+def test_materialize_and_materialized_relu_keep_values_and_gradients():
+    from keras_fada.layers import ReLU
     from keras_fada.ops import materialize
 
     # Normal floats only: XLA's CPU arithmetic flushes subnormals to zero, this division included.
     x = np.array([[0.0, -0.0, 1.5, -2.25, 3.0e38, 1.2e-38, -7.0]], "float32")
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(materialize(keras.ops.convert_to_tensor(x))), x)
-    weights = keras.ops.convert_to_tensor(np.arange(7, dtype="float32"))
+    weights = keras.ops.convert_to_tensor(np.arange(1, 8, dtype="float32"))
     grad = _gradient(lambda t: keras.ops.sum(keras.ops.multiply(materialize(t), weights)), x)
-    np.testing.assert_array_equal(grad, np.arange(7, dtype="float32")[None])
+    np.testing.assert_array_equal(grad, np.arange(1, 8, dtype="float32")[None])
+
+    relu = ReLU()
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(relu(x)), np.maximum(x, 0))
+    grad = _gradient(lambda t: keras.ops.sum(keras.ops.multiply(relu(t), weights)), x)
+    np.testing.assert_array_equal(grad, np.where(x > 0, np.arange(1, 8, dtype="float32"), 0))
+    # Other forms are keras.layers.ReLU's.
+    leaky = ReLU(negative_slope=0.5)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(leaky(x[:, :4])), [[0.0, 0.0, 1.5, -1.125]])
 
 
 def _gradient(f, x):
@@ -310,17 +319,18 @@ def _gradient(f, x):
 
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="XLA's CPU fusion")
 def test_residual_stream_is_computed_once_per_block_under_xla():
-    """XLA's CPU fusion recomputed every earlier block's residual stream inside each block's output;
-    ``ResidualReLU`` stops that. Checked on the compiled gradient of residual chains of 3 and 12
-    blocks: the widest fusion must not read more full-size tensors in the deeper chain (with a
-    plain ReLU it reads about one per block)."""
+    """XLA's CPU fusion recomputed every earlier block's residual stream inside each block's output,
+    and kept every pre-activation's inputs for the ReLU gradients; ``keras_fada.layers.ReLU``
+    stops both. Checked on the compiled gradient of residual chains of 3 and 12 blocks: the
+    widest fusion must not read more full-size tensors in the deeper chain (with a plain ReLU it
+    reads about one per block), and the program needs less temporary memory."""
     import re
 
     import jax
 
-    from keras_fada.models.deeplabv2 import ResidualReLU
+    from keras_fada.layers import ReLU
 
-    def widest_fusion(relu, blocks):
+    def compile_chain(relu, blocks):
         def chain(weights, x):
             out = x
             for w in weights:
@@ -330,10 +340,14 @@ def test_residual_stream_is_computed_once_per_block_under_xla():
         rng = np.random.default_rng(0)
         weights = [rng.normal(0, 0.1, (64, 16)).astype("float32") for _ in range(blocks)]
         x = rng.normal(size=(256, 64)).astype("float32")
-        hlo = jax.jit(jax.grad(chain)).lower(weights, x).compile().as_text()
-        signatures = re.findall(r"\n%fused_computation[\w.\-]* \(([^)]*)\)", hlo)
-        return max(s.count("f32[256,64]") for s in signatures)
+        compiled = jax.jit(jax.grad(chain)).lower(weights, x).compile()
+        signatures = re.findall(r"\n%fused_computation[\w.\-]* \(([^)]*)\)", compiled.as_text())
+        widest = max(s.count("f32[256,64]") for s in signatures)
+        return widest, compiled.memory_analysis().temp_size_in_bytes
 
-    assert widest_fusion(ResidualReLU(), 12) == widest_fusion(ResidualReLU(), 3) <= 4
+    (ours, ours_temp), (shallow, _) = compile_chain(ReLU(), 12), compile_chain(ReLU(), 3)
+    plain, plain_temp = compile_chain(keras.layers.ReLU(), 12)
+    assert ours == shallow <= 4
+    assert ours_temp < plain_temp
     # The failure it prevents (if XLA stops duplicating, this workaround can go):
-    assert widest_fusion(keras.layers.ReLU(), 12) >= 12
+    assert plain >= 12

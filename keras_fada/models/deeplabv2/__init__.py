@@ -10,7 +10,7 @@ Example:
 from keras_fada.models.deeplabv2.aspp_classifier import ASPPClassifier
 from keras_fada.models.deeplabv2.initializers import HostRandom
 from keras_fada.models.deeplabv2.normalization import FrozenBatchNormalization, ImageNormalization
-from keras_fada.models.deeplabv2.resnet_backbone import ResidualReLU, resnet_feature_extractor
+from keras_fada.models.deeplabv2.resnet_backbone import resnet_feature_extractor
 from keras_fada.models.deeplabv2.segmentor import (
     Segmentor,
     deeplabv2_resnet,
@@ -32,7 +32,6 @@ __all__ = [
     "FrozenBatchNormalization",
     "HostRandom",
     "ImageNormalization",
-    "ResidualReLU",
     "Segmentor",
     "convert_checkpoint",
     "deeplabv2_resnet",

@@ -7,10 +7,10 @@ Layer names follow the official/torchvision module paths with ``.`` replaced by 
 import keras
 from keras import layers
 
+from keras_fada.layers.activation import ReLU
 from keras_fada.layers.convolution import Conv2D
 from keras_fada.models.deeplabv2.initializers import kaiming_normal_fan_out
 from keras_fada.models.deeplabv2.normalization import FrozenBatchNormalization, ImageNormalization
-from keras_fada.ops import materialize
 
 RESNET101_BLOCKS = (3, 4, 23, 3)
 RESNET101_WIDTHS = (64, 128, 256, 512)
@@ -51,31 +51,16 @@ def _bottleneck(x, in_channels, width, expansion, stride, dilation, name, frozen
     out_channels = width * expansion
     shortcut = x
     y = _conv(x, width, 1, f"{name}_conv1")
-    y = layers.ReLU(name=f"{name}_relu1")(_batch_norm(y, f"{name}_bn1", frozen_bn))
+    y = ReLU(name=f"{name}_relu1")(_batch_norm(y, f"{name}_bn1", frozen_bn))
     y = _conv(y, width, 3, f"{name}_conv2", strides=stride, dilation=dilation)
-    y = layers.ReLU(name=f"{name}_relu2")(_batch_norm(y, f"{name}_bn2", frozen_bn))
+    y = ReLU(name=f"{name}_relu2")(_batch_norm(y, f"{name}_bn2", frozen_bn))
     y = _conv(y, out_channels, 1, f"{name}_conv3")
     y = _batch_norm(y, f"{name}_bn3", frozen_bn)
     if stride != 1 or in_channels != out_channels:
         shortcut = _conv(x, out_channels, 1, f"{name}_downsample_0", strides=stride)
         shortcut = _batch_norm(shortcut, f"{name}_downsample_1", frozen_bn)
     y = layers.Add(name=f"{name}_add")([y, shortcut])
-    return ResidualReLU(name=f"{name}_out")(y)
-
-
-@keras.saving.register_keras_serializable(package="keras_fada")
-class ResidualReLU(layers.ReLU):
-    """The ReLU that ends a residual block: ``keras.layers.ReLU`` whose output, the residual
-    stream, is computed once per block (``keras_fada.ops.materialize``: XLA on CPU would
-    otherwise recompute every earlier block of the stage inside each block's output).
-
-    Example:
-    >>> ResidualReLU(name="layer3_0_out")(keras.ops.ones((1, 32, 64, 1024))).shape
-    (1, 32, 64, 1024)
-    """
-
-    def call(self, inputs):
-        return materialize(super().call(inputs))
+    return ReLU(name=f"{name}_out")(y)
 
 
 def resnet_feature_extractor(
@@ -126,7 +111,7 @@ def resnet_feature_extractor(
     if normalize_inputs:
         x = ImageNormalization("imagenet", name="image_normalization")(x)
     x = _conv(x, stem, 7, "conv1", strides=2)
-    x = layers.ReLU(name="relu")(_batch_norm(x, "bn1", frozen_bn))
+    x = ReLU(name="relu")(_batch_norm(x, "bn1", frozen_bn))
     x = layers.ZeroPadding2D(1, name="maxpool_pad")(x)
     x = layers.MaxPooling2D(3, strides=2, padding="valid", name="maxpool")(x)
     in_channels, dilation = stem, 1

@@ -3,6 +3,7 @@
 import keras
 from keras import layers
 
+from keras_fada.layers.activation import ReLU
 from keras_fada.layers.convolution import Conv2D
 from keras_fada.models.deeplabv2.initializers import torch_default_conv_bias, torch_default_conv_kernel
 from keras_fada.models.deeplabv2.normalization import ImageNormalization
@@ -52,7 +53,7 @@ def _conv_relu(x, filters, name, dilation=1):
         bias_initializer=torch_default_conv_bias(fan_in),
         name=name,
     )(x)
-    return layers.ReLU(name=f"{name}_relu")(x)
+    return ReLU(name=f"{name}_relu")(x)
 
 
 def vgg_feature_extractor(
