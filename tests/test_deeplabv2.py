@@ -276,17 +276,12 @@ def test_official_initialisations():
     np.testing.assert_array_equal(a, b)
 
 
-def test_materialize_and_materialized_relu_keep_values_and_gradients():
+def test_relu_keeps_values_and_gradients():
     from keras_fada.layers import ReLU
-    from keras_fada.ops import materialize
 
     # Normal floats only: XLA's CPU arithmetic flushes subnormals to zero, this division included.
     x = np.array([[0.0, -0.0, 1.5, -2.25, 3.0e38, 1.2e-38, -7.0]], "float32")
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(materialize(keras.ops.convert_to_tensor(x))), x)
     weights = keras.ops.convert_to_tensor(np.arange(1, 8, dtype="float32"))
-    grad = _gradient(lambda t: keras.ops.sum(keras.ops.multiply(materialize(t), weights)), x)
-    np.testing.assert_array_equal(grad, np.arange(1, 8, dtype="float32")[None])
-
     relu = ReLU()
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(relu(x)), np.maximum(x, 0))
     grad = _gradient(lambda t: keras.ops.sum(keras.ops.multiply(relu(t), weights)), x)
