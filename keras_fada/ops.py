@@ -155,6 +155,28 @@ def conv2d(x, kernel, strides=1, padding="valid", dilation_rate=1):
     return ops.conv(x, kernel, strides=s, padding=padding, dilation_rate=d)
 
 
+def store_conv2d_kernel(kernel):
+    """Keeps a ``(kh, kw, C_in, C_out)`` kernel variable in the memory order ``conv2d`` reads.
+
+    On torch the variable's memory becomes OIHW (same shape, values and checkpoints; only the
+    strides differ), so no convolution copies its kernel and no backward pass copies its weight
+    gradient (``keras_fada/backend/torch_conv.py``). Elsewhere nothing changes. Call it in
+    ``build``, before the layer's variables are tracked, as ``keras_fada.layers.Conv2D`` does.
+    """
+    if keras.backend.backend() == "torch":
+        from keras_fada.backend import torch_conv
+
+        torch_conv.store_channels_first(kernel)
+
+
+def match_variable_layout(variable, reference):
+    """Gives an optimiser slot the memory layout of its weight (torch; elsewhere a no-op)."""
+    if keras.backend.backend() == "torch":
+        from keras_fada.backend import torch_conv
+
+        torch_conv.match_layout(variable, reference)
+
+
 def _symmetric_padding(kernel_size, strides, padding, dilation):
     """``(pad_h, pad_w)`` when ``padding`` equals PyTorch's symmetric zero padding, else ``None``.
 

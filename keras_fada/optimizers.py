@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_fada.ops import match_variable_layout
+
 #: Official values (official-code-facts §1): R101 adversarial stage.
 OFFICIAL = {
     "base_lr": 2.5e-4,
@@ -16,8 +18,19 @@ OFFICIAL = {
 }
 
 
+class _SlotsLikeWeights:
+    """Optimiser slots (momentum, Adam's moments) in the memory layout of their weights: on torch
+    the conv kernels are stored OIHW (``keras_fada.ops.store_conv2d_kernel``), and over mismatched
+    strides the SGD update of DeepLabV2-R101 took 0.61 instead of 0.33 s."""
+
+    def add_variable_from_reference(self, reference_variable, name=None, initializer="zeros"):
+        slot = super().add_variable_from_reference(reference_variable, name, initializer)
+        match_variable_layout(slot, reference_variable)
+        return slot
+
+
 @keras.saving.register_keras_serializable(package="keras_fada")
-class TorchSGD(keras.optimizers.Optimizer):
+class TorchSGD(_SlotsLikeWeights, keras.optimizers.Optimizer):
     """SGD with PyTorch's semantics, the optimiser the official FADA code trains with.
 
     Keras' ``SGD(weight_decay=...)`` decays weights *decoupled* from the gradient and scales the
@@ -69,7 +82,7 @@ class TorchSGD(keras.optimizers.Optimizer):
 
 
 @keras.saving.register_keras_serializable(package="keras_fada")
-class TorchAdam(keras.optimizers.Adam):
+class TorchAdam(_SlotsLikeWeights, keras.optimizers.Adam):
     """Adam with PyTorch's placement of epsilon, the official discriminator optimiser.
 
     ``torch.optim.Adam`` divides by ``sqrt(v_hat) + eps``; Keras' Adam folds the bias correction

@@ -101,3 +101,58 @@ def test_torch_chain_stays_in_nchw_memory():
     for t in (y, z):
         assert t.shape[-1] < t.shape[1]  # NHWC shape ...
         assert t.permute(0, 3, 1, 2).is_contiguous()  # ... of NCHW memory
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="memory layout of the torch path")
+def test_torch_kernels_gradients_and_optimizer_slots_live_in_oihw_memory(tmp_path):
+    import torch
+
+    from keras_fada.layers import FineGrainedDiscriminator
+    from keras_fada.models import deeplabv2_resnet_small
+    from keras_fada.optimizers import TorchAdam, TorchSGD
+
+    def oihw(t):
+        return t.permute(3, 2, 0, 1).is_contiguous()
+
+    seg = deeplabv2_resnet_small(4)
+    disc = FineGrainedDiscriminator(4, filters=(8, 8))
+    disc.build((None, None, None, seg.feature_channels))
+    x = np.random.default_rng(0).uniform(0, 255, (1, 33, 41, 3)).astype("float32")
+    for model in (seg, disc):
+        kernels = [v for v in model.trainable_weights if len(v.shape) == 4]
+        assert kernels and all(oihw(k.value) for k in kernels)
+        # The Parameters the model tracks (zero_grad, .parameters()) are the variables' own.
+        assert {id(v.value) for v in model.trainable_weights} <= {id(p) for p in model.parameters()}
+    # Weights read and written as HWIO arrays, as by checkpoints; the layout survives assign.
+    kernel = seg.feature_extractor.get_layer("conv1").kernel
+    hwio = np.arange(np.prod(kernel.shape), dtype="float32").reshape(kernel.shape)
+    kernel.assign(hwio)
+    np.testing.assert_array_equal(ops.convert_to_numpy(kernel), hwio)
+    assert oihw(kernel.value)
+    seg.save_weights(tmp_path / "seg.weights.h5")
+    clone = deeplabv2_resnet_small(4)
+    clone.load_weights(tmp_path / "seg.weights.h5")
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(clone.feature_extractor.get_layer("conv1").kernel), hwio
+    )
+    # Gradients arrive in the weights' layout; zero_grad reaches them.
+    for v in seg.trainable_weights:
+        v.assign(ops.convert_to_numpy(v) * 1e-3)
+    ops.sum(disc(seg.feature_extractor(x))).backward()
+    for v in seg.feature_extractor.trainable_weights + disc.trainable_weights:
+        assert v.value.grad is not None and v.value.grad.stride() == v.value.stride()
+    seg.zero_grad()
+    assert all(v.value.grad is None for v in seg.trainable_weights)
+    # Optimiser slots take their weight's layout.
+    sgd, adam = TorchSGD(0.1, momentum=0.9), TorchAdam(1e-3)
+    sgd.build(seg.trainable_weights)
+    adam.build(disc.trainable_weights)
+    pairs = list(zip(seg.trainable_weights, sgd.momentums, strict=True))
+    pairs += list(zip(disc.trainable_weights, adam._momentums, strict=True))
+    pairs += list(zip(disc.trainable_weights, adam._velocities, strict=True))
+    for weight, slot in pairs:
+        assert slot.value.stride() == weight.value.stride()
+    with torch.no_grad():
+        before = ops.convert_to_numpy(kernel)
+        sgd.apply([torch.ones(v.shape) for v in seg.trainable_weights], seg.trainable_weights)
+    np.testing.assert_allclose(ops.convert_to_numpy(kernel), before - 0.1, rtol=1e-6, atol=1e-6)

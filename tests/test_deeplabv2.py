@@ -1,6 +1,8 @@
 """DeepLabV2 segmentors: equality with PyTorch networks of the official layout, parameter counts,
 frozen/trainable BN under fit, input normalisation, serialisation."""
 
+import weakref
+
 import keras
 import numpy as np
 import pytest
@@ -16,7 +18,7 @@ from keras_fada.models import (
     deeplabv2_vgg,
     deeplabv2_vgg16,
 )
-from keras_fada.models.deeplabv2 import load_state_dict
+from keras_fada.models.deeplabv2 import FeatureExtractor, load_state_dict
 from keras_fada.models.deeplabv2.normalization import CAFFE_BGR_MEAN, IMAGENET_MEAN, IMAGENET_STD
 
 # Small ResNet: 2 blocks in the dilated stages so that both "first block keeps the previous dilation"
@@ -259,6 +261,50 @@ def test_keras_save_load_round_trip(tmp_path):
         rtol=1e-5,
         atol=1e-5,
     )
+
+
+_PROBE = {"refs": [], "alive": None}
+
+
+class _Probe(keras.layers.Layer):
+    """Doubles its input; records which earlier probes' inputs are still alive when it runs."""
+
+    def call(self, x):
+        _PROBE["alive"] = [ref() is not None for ref in _PROBE["refs"]]
+        _PROBE["refs"].append(weakref.ref(x))
+        return x * 2.0
+
+
+@pytest.mark.parametrize("model_class, released", [(keras.Model, False), (FeatureExtractor, True)])
+def test_feature_extractor_releases_intermediate_tensors(model_class, released):
+    # Eager call of a 4-layer chain: when the last layer runs, the outputs of the first two
+    # layers have had their only consumers. keras.Model still holds them (the control);
+    # FeatureExtractor has let them go, and computes the same values.
+    inputs = keras.Input((4,))
+    x = inputs
+    for i in range(4):
+        x = _Probe(name=f"probe_{i}")(x)
+    model = model_class(inputs, x)
+    _PROBE["refs"] = []
+    out = model(np.ones((1, 4), "float32"))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(out), np.full((1, 4), 16.0))
+    assert _PROBE["alive"] == [True, not released, not released]  # the model input stays with the caller
+
+
+def test_backbones_are_feature_extractors_and_round_trip(tmp_path):
+    for fe in (
+        deeplabv2_resnet(4, blocks=BLOCKS, widths=WIDTHS).feature_extractor,
+        deeplabv2_vgg(4, widths=VGG_WIDTHS, fc_width=VGG_FC).feature_extractor,
+    ):
+        assert isinstance(fe, FeatureExtractor)
+        x = _images()
+        path = tmp_path / f"{fe.name}.keras"
+        fe.save(path)
+        restored = keras.saving.load_model(path)
+        assert isinstance(restored, FeatureExtractor)
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(restored(x)), keras.ops.convert_to_numpy(fe(x)), rtol=1e-5, atol=1e-5
+        )
 
 
 def test_official_initialisations():

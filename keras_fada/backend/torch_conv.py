@@ -8,6 +8,7 @@ as an NHWC view of NCHW memory, so a network of these convolutions runs in NCHW 
 end, as the reference PyTorch code does.
 """
 
+import torch
 import torch.nn.functional as F
 from keras import ops
 
@@ -25,3 +26,34 @@ def conv2d(x, kernel, strides, padding, dilation):
         dilation=dilation,
     )
     return y.permute(0, 2, 3, 1)
+
+
+def _replace_parameter(variable, tensor):
+    # Keras' torch Variable holds its torch.nn.Parameter in `_value`. Replacing it before the
+    # owning layer tracks its parameters (Layer._post_build, after build()) keeps the layer's
+    # torch_params, zero_grad() and the optimisers on this one Parameter.
+    variable._value = torch.nn.Parameter(tensor, requires_grad=variable._value.requires_grad)
+
+
+def store_channels_first(kernel):
+    """Keeps a ``(kh, kw, C_in, C_out)`` kernel variable in OIHW memory, as ``F.conv2d`` reads it.
+
+    Same shape and values; only the strides change. Otherwise every ``conv2d`` call copies the
+    kernel to OIHW (170 MB per ResNet-101 forward pass, interleaved with the activations, which
+    fragments the heap) and every backward pass copies the OIHW weight gradient back to HWIO.
+    """
+    value = kernel._value
+    if value is None or value.dim() != 4 or value.permute(3, 2, 0, 1).is_contiguous():
+        return
+    oihw = value.detach().permute(3, 2, 0, 1).contiguous()
+    _replace_parameter(kernel, oihw.permute(2, 3, 1, 0))
+
+
+def match_layout(variable, reference):
+    """Gives ``variable`` (an optimiser slot) the memory layout of ``reference`` (its weight), so
+    the update's elementwise ops run over matching strides (DeepLabV2-R101's SGD update: 0.33 s,
+    against 0.61 s with contiguous slots)."""
+    value, ref = variable._value, reference._value
+    if value is None or ref is None or value.stride() == ref.stride():
+        return
+    _replace_parameter(variable, torch.empty_like(ref, dtype=value.dtype).copy_(value.detach()))

@@ -8,6 +8,7 @@ Example:
 """
 
 from keras_fada.models.deeplabv2.aspp_classifier import ASPPClassifier
+from keras_fada.models.deeplabv2.feature_extractor import FeatureExtractor
 from keras_fada.models.deeplabv2.initializers import HostRandom
 from keras_fada.models.deeplabv2.normalization import FrozenBatchNormalization, ImageNormalization
 from keras_fada.models.deeplabv2.resnet_backbone import resnet_feature_extractor
@@ -29,6 +30,7 @@ from keras_fada.models.deeplabv2.weights import (
 
 __all__ = [
     "ASPPClassifier",
+    "FeatureExtractor",
     "FrozenBatchNormalization",
     "HostRandom",
     "ImageNormalization",

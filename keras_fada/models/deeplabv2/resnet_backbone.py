@@ -9,6 +9,7 @@ from keras import layers
 
 from keras_fada.layers.activation import ReLU
 from keras_fada.layers.convolution import Conv2D
+from keras_fada.models.deeplabv2.feature_extractor import FeatureExtractor
 from keras_fada.models.deeplabv2.initializers import kaiming_normal_fan_out
 from keras_fada.models.deeplabv2.normalization import FrozenBatchNormalization, ImageNormalization
 
@@ -133,4 +134,4 @@ def resnet_feature_extractor(
                 frozen_bn=frozen_bn,
             )
             in_channels = int(width) * int(expansion)
-    return keras.Model(inputs, x, name=name)
+    return FeatureExtractor(inputs, x, name=name)

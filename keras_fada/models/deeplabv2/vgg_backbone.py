@@ -5,6 +5,7 @@ from keras import layers
 
 from keras_fada.layers.activation import ReLU
 from keras_fada.layers.convolution import Conv2D
+from keras_fada.models.deeplabv2.feature_extractor import FeatureExtractor
 from keras_fada.models.deeplabv2.initializers import torch_default_conv_bias, torch_default_conv_kernel
 from keras_fada.models.deeplabv2.normalization import ImageNormalization
 
@@ -97,4 +98,4 @@ def vgg_feature_extractor(
             x = layers.MaxPooling2D(2, strides=2, padding="valid", name=f"pool{stage}")(x)
     x = _conv_relu(x, int(fc_width), "fc6", dilation=4)
     x = _conv_relu(x, int(fc_width), "fc7", dilation=4)
-    return keras.Model(inputs, x, name=name)
+    return FeatureExtractor(inputs, x, name=name)
