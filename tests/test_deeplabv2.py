@@ -20,6 +20,7 @@ from keras_fada.models import (
 )
 from keras_fada.models.deeplabv2 import FeatureExtractor, load_state_dict
 from keras_fada.models.deeplabv2.normalization import CAFFE_BGR_MEAN, IMAGENET_MEAN, IMAGENET_STD
+from tests import numpy_reference
 
 # Small ResNet: 2 blocks in the dilated stages so that both "first block keeps the previous dilation"
 # and the dilation-2/4 blocks are exercised; odd input size so that padding mistakes show.
@@ -110,6 +111,80 @@ def test_aspp_and_discriminator_match_torch_alone():
     x = np.random.default_rng(2).normal(size=(2, 29, 31, 24)).astype("float32")  # smaller than dilation 24
     _close(aspp(x), ref.run(cls_t, x))
     _close(disc(x), ref.run(disc_t, x))
+
+
+# Dilations up to the map's size: at 9x13 the vertical taps of dilations 12 and 24 and every
+# off-centre tap of 24 fall outside the map and are dropped; the centre taps are shared.
+ASPP_DILATIONS = (2, 6, 12, 24)
+
+
+def _aspp_case(seed=0):
+    rng = np.random.default_rng(seed)
+    aspp = ASPPClassifier(5, dilations=ASPP_DILATIONS, kernel_stddev=0.3)
+    aspp.build((None, None, None, 6))
+    for conv in aspp.conv2d_list:
+        conv.bias.assign(rng.normal(size=conv.bias.shape).astype("float32"))
+    x = rng.normal(size=(2, 9, 13, 6)).astype("float32")
+    return aspp, x
+
+
+def _four_convolutions(aspp, variables, x):
+    """The official definition: four dilated convolutions (``keras.ops.conv``), summed."""
+    out = 0
+    for conv, d in zip(aspp.conv2d_list, ASPP_DILATIONS, strict=True):
+        kernel, bias = (keras.ops.convert_to_tensor(variables[id(v)]) for v in (conv.kernel, conv.bias))
+        y = keras.ops.conv(keras.ops.convert_to_tensor(x), kernel, padding="same", dilation_rate=d)
+        out = keras.ops.add(out, keras.ops.add(y, bias))
+    return out
+
+
+def test_aspp_one_gemm_matches_numpy_dilated_convolutions():
+    aspp, x = _aspp_case()
+    want = sum(
+        numpy_reference.conv3x3_same(
+            x, keras.ops.convert_to_numpy(c.kernel), keras.ops.convert_to_numpy(c.bias), d
+        )
+        for c, d in zip(aspp.conv2d_list, ASPP_DILATIONS, strict=True)
+    )
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(aspp(x)), want, rtol=1e-5, atol=1e-5)
+
+
+def test_aspp_one_gemm_gradients_match_four_convolutions():
+    """d/dx and d/d(every kernel and bias) of the one-GEMM ASPP against keras.ops.conv's."""
+    from tests.backend_utils import value_and_grad
+
+    aspp, x = _aspp_case(seed=1)
+    weights = np.random.default_rng(2).normal(size=(2, 9, 13, 5)).astype("float32")
+    variables = aspp.trainable_variables
+    values = [keras.ops.convert_to_numpy(v) for v in variables]
+
+    def loss(fn, index):
+        def f(t):
+            vals = [t if i == index else v for i, v in enumerate(values)]
+            inputs = t if index is None else x
+            if fn == "ours":
+                y, _ = aspp.stateless_call(vals, [], inputs)
+            else:
+                y = _four_convolutions(aspp, dict(zip(map(id, variables), vals, strict=True)), inputs)
+            return keras.ops.sum(keras.ops.multiply(y, weights))
+
+        return f
+
+    for index in [None, *range(len(variables))]:
+        arg = x if index is None else values[index]
+        name = "x" if index is None else variables[index].path
+        _, got = value_and_grad(loss("ours", index), arg)
+        _, want = value_and_grad(loss("convs", index), arg)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=f"d/d{name}")
+
+
+def test_aspp_without_static_map_size_sums_the_convolutions():
+    tf = pytest.importorskip("tensorflow")
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("symbolic spatial dimensions at run time exist on TensorFlow only")
+    aspp, x = _aspp_case(seed=3)
+    dynamic = tf.function(aspp.call, input_signature=[tf.TensorSpec((None, None, None, 6))])
+    np.testing.assert_allclose(dynamic(x).numpy(), aspp(x).numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_aspp_init_and_shape():
