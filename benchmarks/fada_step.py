@@ -60,6 +60,10 @@ def current_rss_mib():
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def peak_rss_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def seed_everything(seed):
     """``keras.utils.set_random_seed`` without importing TensorFlow into a torch or JAX process.
 
@@ -86,7 +90,9 @@ def timed_iterations(step, iters):
         step()
         wall = time.perf_counter() - t0
         own = own_seconds() - o0
-        rows.append({"wall": wall, "foreign_cpu": max(busy_seconds() - b0 - own, 0.0)})
+        rows.append(
+            {"wall": wall, "foreign_cpu": max(busy_seconds() - b0 - own, 0.0), "peak_rss": peak_rss_mib()}
+        )
     return rows
 
 
@@ -223,7 +229,9 @@ def main():
                 "first_iter_s": rows[0]["wall"],
                 "images_per_s": 2 * args.batch / statistics.median(quiet or [r["wall"] for r in timed]),
                 "rss_after_build_mib": rss_after_build,
-                "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "peak_rss_mib": peak_rss_mib(),
+                # Process peak after each iteration: the first includes tracing/compilation.
+                "peak_rss_by_iter_mib": [round(r["peak_rss"]) for r in rows],
                 "losses_finite": bool(np.isfinite(losses).all()),
                 **({"phase_median_s": phases} if phases else {}),
                 "python": platform.python_version(),

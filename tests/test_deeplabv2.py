@@ -467,3 +467,103 @@ def test_residual_stream_is_computed_once_per_block_under_xla():
     assert ours_temp < plain_temp
     # The failure it prevents (if XLA stops duplicating, this workaround can go):
     assert plain >= 12
+
+
+def _with_random_frozen_statistics(model, seed=0):
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, FrozenBatchNormalization):
+            c = layer.gamma.shape
+            layer.gamma.assign(rng.uniform(0.5, 1.5, c))
+            layer.beta.assign(rng.normal(size=c))
+            layer.moving_mean.assign(0.1 * rng.normal(size=c))
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, c))
+    return model
+
+
+def _count_in_place(monkeypatch):
+    """On torch, counts the in-place layer computations that actually ran."""
+    counts = {"affine_": 0, "relu_": 0, "add_": 0}
+    if keras.backend.backend() != "torch":
+        return counts
+    from keras_fada.backend import torch_in_place
+
+    for name in counts:
+        original = getattr(torch_in_place, name)
+
+        def counted(*args, _original=original, _name=name):
+            out = _original(*args)
+            counts[_name] += out is not None
+            return out
+
+        monkeypatch.setattr(torch_in_place, name, counted)
+    return counts
+
+
+@pytest.mark.parametrize("net", ["resnet", "vgg"])
+def test_in_place_layers_keep_values_and_gradients(net, monkeypatch):
+    # On torch, FeatureExtractor lets frozen BN, ReLU and Add overwrite an input nothing else reads;
+    # keras.Model over the same layers (the control) never does. Outputs, input gradients and
+    # (torch) every kernel's gradient must be bitwise equal.
+    from keras_fada.layers import Add, ReLU
+    from tests.backend_utils import value_and_grad
+
+    if net == "resnet":
+        fe = deeplabv2_resnet(4, blocks=BLOCKS, widths=WIDTHS, normalize_inputs=False).feature_extractor
+    else:
+        fe = deeplabv2_vgg(4, widths=VGG_WIDTHS, fc_width=VGG_FC).feature_extractor
+    fe = _with_random_frozen_statistics(fe)
+    # Every such layer of these backbones is the only reader of its first input.
+    expected = {
+        name: sum(isinstance(layer, cls) for layer in fe.layers)
+        for name, cls in (("affine_", FrozenBatchNormalization), ("relu_", ReLU), ("add_", Add))
+    }
+    assert expected["relu_"] > 0
+    control = keras.Model(fe.input, fe.output)
+    x = _images(seed=5, n=2)
+    weights = np.random.default_rng(6).normal(size=fe(x).shape).astype("float32")
+    counts = _count_in_place(monkeypatch)
+
+    def loss(model):
+        return lambda t: keras.ops.sum(keras.ops.multiply(model(t, training=True), weights))
+
+    y_ours, g_ours = value_and_grad(loss(fe), x)
+    if keras.backend.backend() == "torch":
+        assert counts == expected
+    y_control, g_control = value_and_grad(loss(control), x)
+    np.testing.assert_array_equal(y_ours, y_control)
+    np.testing.assert_array_equal(g_ours, g_control)
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(fe(x, training=True)),
+        keras.ops.convert_to_numpy(control(x, training=True)),
+    )
+    if keras.backend.backend() == "torch":
+        grads = {}
+        for name, model in (("ours", fe), ("control", control)):
+            for v in model.trainable_variables:
+                v.value.grad = None
+            loss(model)(keras.ops.convert_to_tensor(x)).backward()
+            grads[name] = [v.value.grad.numpy().copy() for v in model.trainable_variables]
+        assert len(grads["ours"]) == len(fe.trainable_variables) > 0
+        for a, b in zip(grads["ours"], grads["control"], strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("case", ["second_reader", "alias"])
+def test_in_place_layers_never_overwrite_a_tensor_read_later(case, monkeypatch):
+    # second_reader: the ReLU reads `conv` first, the Add reads it after, so the ReLU may not
+    # overwrite it. alias: Identity returns its input, so `alias` and `conv` are one buffer; the
+    # ReLU is the last reader of `alias` but the Add still reads `conv`.
+    from keras_fada.layers import Add, Conv2D, ReLU
+
+    inputs = keras.Input((6, 7, 3))
+    conv = Conv2D(4, 3, padding="same")(inputs)
+    relu_input = keras.layers.Identity()(conv) if case == "alias" else conv
+    out = Add()([ReLU()(relu_input), conv])
+    fe = FeatureExtractor(inputs, out)
+    counts = _count_in_place(monkeypatch)
+    x = np.random.default_rng(7).normal(size=(2, 6, 7, 3)).astype("float32")
+    conv_out = keras.ops.convert_to_numpy(keras.Model(inputs, conv)(x))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(fe(x)), np.maximum(conv_out, 0) + conv_out)
+    if keras.backend.backend() == "torch":
+        assert counts == {"affine_": 0, "relu_": 0, "add_": 1}  # the Add may overwrite the ReLU output

@@ -13,6 +13,9 @@ class ReLU(keras.layers.ReLU):
     the whole residual stream of a ResNet stage inside every block's output and kept each
     convolution's output alive for the ReLU gradients (see ``materialized_relu``).
 
+    On torch, a ReLU whose input ``FeatureExtractor`` donates (no other layer reads it) runs in
+    place, as torchvision's ``ReLU(inplace=True)`` (``keras_fada/backend/torch_in_place.py``).
+
     Example:
     >>> ReLU(name="layer3_0_out")(keras.ops.ones((1, 32, 64, 1024))).shape
     (1, 32, 64, 1024)
@@ -20,5 +23,34 @@ class ReLU(keras.layers.ReLU):
 
     def call(self, inputs):
         if self.negative_slope == 0 and self.max_value is None and self.threshold == 0:
+            if keras.backend.backend() == "torch":
+                from keras_fada.backend import torch_in_place
+
+                if torch_in_place.donated(inputs):  # FeatureExtractor: nothing else reads it
+                    out = torch_in_place.relu_(inputs)
+                    if out is not None:
+                        return out
             return materialized_relu(inputs)
         return super().call(inputs)
+
+
+@keras.saving.register_keras_serializable(package="keras_fada")
+class Add(keras.layers.Add):
+    """``keras.layers.Add``; on torch, when ``FeatureExtractor`` donates the first input (no other
+    layer reads it), the others are added into its memory, as torchvision's ``out += identity``
+    (``keras_fada/backend/torch_in_place.py``). Same values and gradients.
+
+    Example:
+    >>> Add(name="layer1_0_add")([keras.ops.ones((1, 4, 4, 8)), keras.ops.ones((1, 4, 4, 8))]).shape
+    (1, 4, 4, 8)
+    """
+
+    def _merge_function(self, inputs):
+        if keras.backend.backend() == "torch" and len(inputs) == 2:
+            from keras_fada.backend import torch_in_place
+
+            if torch_in_place.donated(inputs[0]):
+                out = torch_in_place.add_(inputs[0], inputs[1])
+                if out is not None:
+                    return out
+        return super()._merge_function(inputs)

@@ -1,6 +1,7 @@
 """The functional model class of the feature extractors F (ResNet and VGG bodies)."""
 
 import collections
+import contextlib
 
 import keras
 from keras import tree
@@ -19,6 +20,10 @@ class FeatureExtractor(keras.Model):
     autograd. Keras-on-torch FADA step at 256×512: the source forward pass grew the process by
     1.85 GB instead of 1.2 GB. Values are those of ``keras.Model`` (the same layers in the same order).
 
+    On torch a layer that is the last reader of its first input may also overwrite it (frozen
+    BatchNorm, ReLU and Add do, as torchvision's in-place ReLU and ``+=``): see
+    ``keras_fada/backend/torch_in_place.py``.
+
     Example:
     >>> inputs = keras.Input((None, None, 3))
     >>> x = keras.layers.ReLU()(keras.layers.Conv2D(8, 3)(inputs))
@@ -30,7 +35,7 @@ class FeatureExtractor(keras.Model):
         # Keras' Function._run_through_graph (3.15) plus the reference counts.
         inputs = tree.flatten(inputs)
         tensor_dict = {id(x): y for x, y in zip(self.inputs, inputs, strict=False)}
-        keep = {id(x) for x in self.outputs}
+        keep = {id(x) for x in self.outputs} | {id(x) for x in self.inputs}
         depths = sorted(self._nodes_by_depth, reverse=True)
         uses = collections.Counter(
             id(x)
@@ -46,10 +51,11 @@ class FeatureExtractor(keras.Model):
                 if any(id(x) not in tensor_dict for x in node.input_tensors):
                     continue  # not computable: its inputs stay (never released)
                 args, kwargs = node.arguments.fill_in(tensor_dict)
-                if call_fn is not None:
-                    outputs = call_fn(operation_fn(node.operation), *args, **kwargs)
-                else:
-                    outputs = operation_fn(self._get_operation_for_node(node))(*args, **kwargs)
+                with self._donating(node, tensor_dict, uses, keep):
+                    if call_fn is not None:
+                        outputs = call_fn(operation_fn(node.operation), *args, **kwargs)
+                    else:
+                        outputs = operation_fn(self._get_operation_for_node(node))(*args, **kwargs)
                 del args, kwargs
                 for x, y in zip(node.outputs, tree.flatten(outputs), strict=False):
                     tensor_dict[id(x)] = y
@@ -59,3 +65,20 @@ class FeatureExtractor(keras.Model):
                     if uses[id(x)] == 0 and id(x) not in keep:
                         del tensor_dict[id(x)]
         return tree.pack_sequence_as(self._outputs_struct, [tensor_dict[id(x)] for x in self.outputs])
+
+    @staticmethod
+    def _donating(node, tensor_dict, uses, keep):
+        """On torch: lets the node overwrite its first input when it is that tensor's last reader
+        and no other live tensor shares its memory (``keras_fada/backend/torch_in_place.py``)."""
+        if keras.backend.backend() != "torch" or not node.input_tensors:
+            return contextlib.nullcontext()
+        first = id(node.input_tensors[0])
+        if uses[first] != 1 or first in keep:
+            return contextlib.nullcontext()
+        from keras_fada.backend import torch_in_place
+
+        tensor = tensor_dict[first]
+        others = [y for key, y in tensor_dict.items() if key != first]
+        if torch_in_place.shares_memory(tensor, others):
+            return contextlib.nullcontext()
+        return torch_in_place.donating(tensor)

@@ -96,6 +96,13 @@ class FrozenBatchNormalization(layers.Layer):
         dtype = inputs.dtype
         scale = ops.cast(self.gamma, dtype) * ops.rsqrt(ops.cast(self.moving_variance, dtype))
         shift = ops.cast(self.beta, dtype) - ops.cast(self.moving_mean, dtype) * scale
+        if keras.backend.backend() == "torch":
+            from keras_fada.backend import torch_in_place
+
+            if torch_in_place.donated(inputs):  # FeatureExtractor: nothing else reads it
+                out = torch_in_place.affine_(inputs, scale, shift)
+                if out is not None:
+                    return out
         return inputs * scale + shift
 
     def compute_output_shape(self, input_shape):

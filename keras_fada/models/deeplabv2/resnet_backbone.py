@@ -7,7 +7,7 @@ Layer names follow the official/torchvision module paths with ``.`` replaced by 
 import keras
 from keras import layers
 
-from keras_fada.layers.activation import ReLU
+from keras_fada.layers.activation import Add, ReLU
 from keras_fada.layers.convolution import Conv2D
 from keras_fada.models.deeplabv2.feature_extractor import FeatureExtractor
 from keras_fada.models.deeplabv2.initializers import kaiming_normal_fan_out
@@ -60,7 +60,7 @@ def _bottleneck(x, in_channels, width, expansion, stride, dilation, name, frozen
     if stride != 1 or in_channels != out_channels:
         shortcut = _conv(x, out_channels, 1, f"{name}_downsample_0", strides=stride)
         shortcut = _batch_norm(shortcut, f"{name}_downsample_1", frozen_bn)
-    y = layers.Add(name=f"{name}_add")([y, shortcut])
+    y = Add(name=f"{name}_add")([y, shortcut])
     return ReLU(name=f"{name}_out")(y)
 
 
