@@ -82,6 +82,17 @@ def _jax_on_cpu():
     return jax.default_backend() == "cpu"
 
 
+def in_place_if_donated(op, x, *args):
+    """On torch, ``x`` overwritten with ``op`` (``"affine_"``, ``"relu_"`` or ``"add_"`` of
+    ``keras_fada/backend/torch_in_place.py``) when ``FeatureExtractor`` donated it to the layer
+    being called; ``None`` on other backends or when ``x`` may not be overwritten."""
+    if keras.backend.backend() != "torch":
+        return None
+    from keras_fada.backend import torch_in_place
+
+    return torch_in_place.if_donated(getattr(torch_in_place, op), x, *args)
+
+
 def materialized_relu(x):
     """``max(x, 0)``; on JAX's CPU backend, computed once and alone kept for the backward pass.
 

@@ -36,8 +36,12 @@ def donating(tensor):
         _donated.tensor = previous
 
 
-def donated(x):
-    return x is not None and getattr(_donated, "tensor", None) is x
+def if_donated(op, x, *args):
+    """``op(x, *args)`` (one of ``affine_``, ``relu_``, ``add_``) when ``x`` is the donated tensor
+    and can be overwritten; otherwise ``None`` (the caller computes out of place)."""
+    if x is None or getattr(_donated, "tensor", None) is not x:
+        return None
+    return op(x, *args)
 
 
 def shares_memory(x, others):

@@ -2,7 +2,7 @@
 
 import keras
 
-from keras_fada.ops import materialized_relu
+from keras_fada.ops import in_place_if_donated, materialized_relu
 
 
 @keras.saving.register_keras_serializable(package="keras_fada")
@@ -23,14 +23,8 @@ class ReLU(keras.layers.ReLU):
 
     def call(self, inputs):
         if self.negative_slope == 0 and self.max_value is None and self.threshold == 0:
-            if keras.backend.backend() == "torch":
-                from keras_fada.backend import torch_in_place
-
-                if torch_in_place.donated(inputs):  # FeatureExtractor: nothing else reads it
-                    out = torch_in_place.relu_(inputs)
-                    if out is not None:
-                        return out
-            return materialized_relu(inputs)
+            out = in_place_if_donated("relu_", inputs)  # torch, nothing else reads it
+            return materialized_relu(inputs) if out is None else out
         return super().call(inputs)
 
 
@@ -46,11 +40,5 @@ class Add(keras.layers.Add):
     """
 
     def _merge_function(self, inputs):
-        if keras.backend.backend() == "torch" and len(inputs) == 2:
-            from keras_fada.backend import torch_in_place
-
-            if torch_in_place.donated(inputs[0]):
-                out = torch_in_place.add_(inputs[0], inputs[1])
-                if out is not None:
-                    return out
-        return super()._merge_function(inputs)
+        out = in_place_if_donated("add_", *inputs) if len(inputs) == 2 else None
+        return super()._merge_function(inputs) if out is None else out

@@ -8,6 +8,8 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from keras_fada.ops import in_place_if_donated
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
@@ -96,14 +98,8 @@ class FrozenBatchNormalization(layers.Layer):
         dtype = inputs.dtype
         scale = ops.cast(self.gamma, dtype) * ops.rsqrt(ops.cast(self.moving_variance, dtype))
         shift = ops.cast(self.beta, dtype) - ops.cast(self.moving_mean, dtype) * scale
-        if keras.backend.backend() == "torch":
-            from keras_fada.backend import torch_in_place
-
-            if torch_in_place.donated(inputs):  # FeatureExtractor: nothing else reads it
-                out = torch_in_place.affine_(inputs, scale, shift)
-                if out is not None:
-                    return out
-        return inputs * scale + shift
+        out = in_place_if_donated("affine_", inputs, scale, shift)  # torch, nothing else reads it
+        return inputs * scale + shift if out is None else out
 
     def compute_output_shape(self, input_shape):
         return input_shape
