@@ -33,6 +33,10 @@ def main(out_path):
         logs = model.train_on_batch(batch, return_dict=True)
         for name in ("seg_loss", "adv_loss", "d_loss"):
             out[f"step{step}/{name}"] = float(logs[name])
+        if step == 0:  # D's first gradients (Adam's m after one step is 0.1 g)
+            adam = model.stage_optimizers["discriminator_optimizer"]
+            for i, m in enumerate(adam._momentums):
+                out[f"first_m{i:03d}"] = np.asarray(m.numpy() if hasattr(m, "numpy") else m.value).copy()
     for i, v in enumerate(model.trainable_weights):
         out[f"w{i:03d}/{v.path}"] = np.asarray(v.numpy() if hasattr(v, "numpy") else v.value)
     adam = model.stage_optimizers["discriminator_optimizer"]
