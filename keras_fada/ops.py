@@ -126,7 +126,7 @@ def _pair(value):
     return (int(value), int(value)) if isinstance(value, int) else tuple(int(v) for v in value)
 
 
-def conv2d(x, kernel, strides=1, padding="valid", dilation_rate=1):
+def conv2d(x, kernel, strides=1, padding="valid", dilation_rate=1, bias=None):
     """``keras.ops.conv`` on a channels-last batch, routed to each backend's fastest kernel.
 
     The result is the same convolution (float summation order aside); only the kernel that
@@ -143,6 +143,7 @@ def conv2d(x, kernel, strides=1, padding="valid", dilation_rate=1):
         x: ``(N, H, W, C_in)``.
         kernel: ``(kh, kw, C_in, C_out)``, the Keras ``Conv2D`` layout.
         strides, padding, dilation_rate: as ``keras.ops.conv`` (``"valid"`` or ``"same"``).
+        bias: optional ``(C_out,)`` added to the output (inside the convolution on torch).
 
     Example:
     >>> y = conv2d(keras.random.normal((1, 32, 64, 256)), keras.random.normal((3, 3, 256, 64)),
@@ -154,16 +155,18 @@ def conv2d(x, kernel, strides=1, padding="valid", dilation_rate=1):
     pad = _symmetric_padding(kernel.shape[:2], s, padding, d)
     backend = keras.backend.backend()
     # The fast kernels take PyTorch's symmetric padding; asymmetric "same" stays on keras.ops.conv.
+    if pad is not None and backend == "torch":
+        from keras_fada.backend import torch_conv
+
+        return torch_conv.conv2d(x, kernel, s, pad, d, bias=bias)
     if pad is not None and backend == "jax" and _jax_on_cpu():
         from keras_fada.backend import jax_conv
 
         x = ops.convert_to_tensor(x)
-        return jax_conv.conv2d(x, ops.convert_to_tensor(kernel, dtype=x.dtype), s, pad, d)
-    if pad is not None and backend == "torch":
-        from keras_fada.backend import torch_conv
-
-        return torch_conv.conv2d(x, kernel, s, pad, d)
-    return ops.conv(x, kernel, strides=s, padding=padding, dilation_rate=d)
+        y = jax_conv.conv2d(x, ops.convert_to_tensor(kernel, dtype=x.dtype), s, pad, d)
+    else:
+        y = ops.conv(x, kernel, strides=s, padding=padding, dilation_rate=d)
+    return y if bias is None else y + bias
 
 
 def store_conv2d_kernel(kernel):

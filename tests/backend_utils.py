@@ -33,3 +33,37 @@ def value_and_grad(fn, x):
         grad = t.grad if t.grad is not None else torch.zeros_like(t)
         return y.detach().cpu().numpy(), grad.cpu().numpy()
     raise NotImplementedError(backend)
+
+
+def value_and_grads(fn, values):
+    """Return ``(fn(*values), [d fn / d v for v in values])`` as NumPy arrays, for a scalar ``fn``."""
+    backend = keras.backend.backend()
+    values = [np.asarray(v, dtype="float32") for v in values]
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        ts = [tf.constant(v) for v in values]
+        with tf.GradientTape() as tape:
+            tape.watch(ts)
+            y = fn(*ts)
+        grads = tape.gradient(y, ts)
+        return np.asarray(y), [
+            np.zeros_like(v) if g is None else np.asarray(g) for v, g in zip(values, grads, strict=True)
+        ]
+    if backend == "jax":
+        import jax
+
+        y, grads = jax.value_and_grad(lambda vs: fn(*vs))(values)
+        return np.asarray(y), [np.asarray(g) for g in grads]
+    if backend == "torch":
+        import torch
+
+        ts = [torch.tensor(v, requires_grad=True) for v in values]
+        y = fn(*ts)
+        y.backward()
+        grads = [
+            np.zeros_like(v) if t.grad is None else t.grad.cpu().numpy()
+            for v, t in zip(values, ts, strict=True)
+        ]
+        return y.detach().cpu().numpy(), grads
+    raise NotImplementedError(backend)

@@ -504,9 +504,11 @@ def _count_in_place(monkeypatch):
 def test_in_place_layers_keep_values_and_gradients(net, monkeypatch):
     # On torch, FeatureExtractor lets frozen BN, ReLU and Add overwrite an input nothing else reads;
     # keras.Model over the same layers (the control) never does. Outputs, input gradients and
-    # (torch) every kernel's gradient must be bitwise equal.
+    # (torch) every kernel's gradient must be bitwise equal (so no BatchNorm folding here).
     from keras_fada.layers import Add, ReLU
     from tests.backend_utils import value_and_grad
+
+    monkeypatch.setattr(FeatureExtractor, "fold_frozen_batch_norm", False)
 
     if net == "resnet":
         fe = deeplabv2_resnet(4, blocks=BLOCKS, widths=WIDTHS, normalize_inputs=False).feature_extractor
@@ -567,3 +569,72 @@ def test_in_place_layers_never_overwrite_a_tensor_read_later(case, monkeypatch):
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(fe(x)), np.maximum(conv_out, 0) + conv_out)
     if keras.backend.backend() == "torch":
         assert counts == {"affine_": 0, "relu_": 0, "add_": 1}  # the Add may overwrite the ReLU output
+
+
+def _folding_case(monkeypatch, fe):
+    from keras_fada.layers import Conv2D
+
+    monkeypatch.setattr(FeatureExtractor, "fold_frozen_batch_norm", True)
+    calls = {"n": 0}
+    original = Conv2D.call_scaled
+
+    def counted(self, *args):
+        calls["n"] += 1
+        return original(self, *args)
+
+    monkeypatch.setattr(Conv2D, "call_scaled", counted)
+    return calls
+
+
+def test_frozen_batch_norm_folds_into_the_convolution(monkeypatch):
+    """conv(x, W) * s + b run as conv(x, W * s) + b: the values, the input gradient and every
+    kernel's gradient are those of keras.Model over the same layers (the control), on every
+    backend, and every BatchNorm of the ResNet body is folded."""
+    from tests.backend_utils import value_and_grads
+
+    fe = deeplabv2_resnet(4, blocks=BLOCKS, widths=WIDTHS, normalize_inputs=False).feature_extractor
+    fe = _with_random_frozen_statistics(fe)
+    calls = _folding_case(monkeypatch, fe)
+    batch_norms = [layer for layer in fe.layers if isinstance(layer, FrozenBatchNormalization)]
+    assert len(fe.folded_batch_norms()) == len(batch_norms) > 0
+    control = keras.Model(fe.input, fe.output)
+    x = _images(seed=5, n=2)
+    trainable = [keras.ops.convert_to_numpy(v) for v in fe.trainable_variables]
+    frozen = [keras.ops.convert_to_numpy(v) for v in fe.non_trainable_variables]
+    weights = np.random.default_rng(6).normal(size=fe(x).shape).astype("float32")
+
+    def loss(model):
+        def f(t, *values):
+            y, _ = model.stateless_call(list(values), frozen, t, training=True)
+            return keras.ops.sum(keras.ops.multiply(y, weights))
+
+        return f
+
+    calls["n"] = 0
+    y_ours, g_ours = value_and_grads(loss(fe), [x, *trainable])
+    assert calls["n"] == len(batch_norms)
+    y_control, g_control = value_and_grads(loss(control), [x, *trainable])
+    np.testing.assert_allclose(y_ours, y_control, rtol=1e-5)
+    names = ["x", *(v.path for v in fe.trainable_variables)]
+    for name, got, want in zip(names, g_ours, g_control, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max(), err_msg=name)
+    out, want = (keras.ops.convert_to_numpy(m(x, training=True)) for m in (fe, control))
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-6 * np.abs(want).max())
+
+
+def test_frozen_batch_norm_is_not_folded_when_the_convolution_has_another_reader(monkeypatch):
+    from keras_fada.layers import Add, Conv2D
+
+    inputs = keras.Input((6, 7, 3))
+    conv = Conv2D(4, 3, padding="same", use_bias=False)(inputs)
+    single = Conv2D(4, 3, padding="same", use_bias=False)(inputs)
+    out = Add()([FrozenBatchNormalization()(conv), conv, FrozenBatchNormalization()(single)])
+    fe = _with_random_frozen_statistics(FeatureExtractor(inputs, out))
+    calls = _folding_case(monkeypatch, fe)
+    assert len(fe.folded_batch_norms()) == 1  # only the BatchNorm of `single`
+    x = np.random.default_rng(8).normal(size=(2, 6, 7, 3)).astype("float32")
+    got = keras.ops.convert_to_numpy(fe(x))
+    assert calls["n"] == 1
+    np.testing.assert_allclose(
+        got, keras.ops.convert_to_numpy(keras.Model(inputs, out)(x)), rtol=1e-5, atol=1e-5
+    )

@@ -13,14 +13,17 @@ import torch.nn.functional as F
 from keras import ops
 
 
-def conv2d(x, kernel, strides, padding, dilation):
+def conv2d(x, kernel, strides, padding, dilation, bias=None):
     """Channels-last ``keras.ops.conv`` with symmetric zero ``padding``; all three are pairs."""
     x = ops.convert_to_tensor(x)
     kernel = ops.convert_to_tensor(kernel, dtype=x.dtype)
+    if bias is not None:
+        bias = ops.convert_to_tensor(bias, dtype=x.dtype)
     # contiguous() is free for an NHWC view of NCHW memory, i.e. this function's output.
     y = F.conv2d(
         x.permute(0, 3, 1, 2).contiguous(),
         kernel.permute(3, 2, 0, 1),
+        bias,
         stride=strides,
         padding=padding,
         dilation=dilation,

@@ -1,6 +1,7 @@
 """The 2-D convolution layer of every keras-fada network."""
 
 import keras
+from keras import ops
 
 from keras_fada.ops import conv2d, store_conv2d_kernel
 
@@ -32,4 +33,26 @@ class Conv2D(keras.layers.Conv2D):
     def convolution_op(self, inputs, kernel):
         return conv2d(
             inputs, kernel, strides=self.strides, padding=self.padding, dilation_rate=self.dilation_rate
+        )
+
+    def call_scaled(self, inputs, scale, shift):
+        """``self(inputs) * scale + shift`` per output channel, folded into the convolution.
+
+        ``conv(x, W) * s + b == conv(x, W * s) + b``: the scale goes into the kernel, a
+        ``C_out``-vector product, instead of over the output map, and the shift is the
+        convolution's bias. This is how ``FeatureExtractor`` runs a frozen BatchNorm that alone
+        reads a bias-free convolution. ``scale`` and ``shift`` are float32 vectors; the
+        convolution runs in the layer's compute dtype, like ``__call__`` (float32 weights).
+        """
+        if self.use_bias or self.activation is not keras.activations.linear:
+            raise ValueError(f"{self.name}: call_scaled needs a bias-free linear convolution")
+        dtype = self.compute_dtype
+        kernel = ops.cast(ops.cast(self.kernel, "float32") * scale, dtype)
+        return conv2d(
+            ops.cast(inputs, dtype),
+            kernel,
+            strides=self.strides,
+            padding=self.padding,
+            dilation_rate=self.dilation_rate,
+            bias=ops.cast(shift, dtype),
         )

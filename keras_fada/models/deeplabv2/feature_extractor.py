@@ -6,6 +6,9 @@ import contextlib
 import keras
 from keras import tree
 
+from keras_fada.layers.convolution import Conv2D
+from keras_fada.models.deeplabv2.normalization import FrozenBatchNormalization
+
 
 @keras.saving.register_keras_serializable(package="keras_fada")
 class FeatureExtractor(keras.Model):
@@ -20,6 +23,13 @@ class FeatureExtractor(keras.Model):
     autograd. Keras-on-torch FADA step at 256×512: the source forward pass grew the process by
     1.85 GB instead of 1.2 GB. Values are those of ``keras.Model`` (the same layers in the same order).
 
+    A frozen BatchNorm that alone reads a bias-free ``keras_fada.layers.Conv2D`` runs folded into
+    it: ``conv(x, W) * s + b`` as ``conv(x, W * s) + b`` (``Conv2D.call_scaled``), so the scale
+    multiplies the kernel instead of the activation map, forward and backward, and the shift is
+    the convolution's bias. Same function and gradients (float rounding aside; tested against
+    ``keras.Model`` over the same layers); the variables and checkpoints are the layers' own. It
+    is on for TensorFlow (``fold_frozen_batch_norm = None``; ``True`` / ``False`` force it).
+
     On torch a layer that is the last reader of its first input may also overwrite it (frozen
     BatchNorm, ReLU and Add do, as torchvision's in-place ReLU and ``+=``): see
     ``keras_fada/backend/torch_in_place.py``.
@@ -31,8 +41,21 @@ class FeatureExtractor(keras.Model):
     (1, 3, 3, 8)
     """
 
+    # None: fold on TensorFlow only. There the BatchNorm is a separate pass over the activation
+    # map forward and backward, and oneDNN fuses the bias (and ReLU) into the convolution: FADA
+    # step at 256x512 5.96 -> 5.42 s. Torch already runs it in place and XLA fuses it into its
+    # neighbours; folded, each saves the scaled kernels for the backward pass (+170 MB per R101
+    # forward pass) for no measurable gain (torch 5.62 -> 5.49 s, peak RSS 2041 -> 2251 MiB;
+    # JAX 6.48 -> 6.62 s).
+    fold_frozen_batch_norm = None
+
+    def _folds(self):
+        if self.fold_frozen_batch_norm is None:
+            return keras.backend.backend() == "tensorflow"
+        return bool(self.fold_frozen_batch_norm)
+
     def _run_through_graph(self, inputs, operation_fn=lambda op: op, call_fn=None):
-        # Keras' Function._run_through_graph (3.15) plus the reference counts.
+        # Keras' Function._run_through_graph (3.15) plus the reference counts and the folding.
         inputs = tree.flatten(inputs)
         tensor_dict = {id(x): y for x, y in zip(self.inputs, inputs, strict=False)}
         keep = {id(x) for x in self.outputs} | {id(x) for x in self.inputs}
@@ -44,27 +67,64 @@ class FeatureExtractor(keras.Model):
             if node.operation and not node.is_input
             for x in node.input_tensors
         )
+        symbolic = any(isinstance(x, keras.KerasTensor) for x in inputs)
+        fold = self._folds() and call_fn is None and not symbolic
+        folded = self.folded_batch_norms() if fold else {}
+        folded_convs = {id(conv) for conv in folded.values()}
         for depth in depths:
             for node in self._nodes_by_depth[depth]:
-                if not node.operation or node.is_input:
-                    continue
-                if any(id(x) not in tensor_dict for x in node.input_tensors):
+                if not node.operation or node.is_input or id(node) in folded_convs:
+                    continue  # a folded convolution runs with its BatchNorm
+                conv = folded.get(id(node))
+                reads = (conv or node).input_tensors
+                if any(id(x) not in tensor_dict for x in reads):
                     continue  # not computable: its inputs stay (never released)
-                args, kwargs = node.arguments.fill_in(tensor_dict)
-                with self._donating(node, tensor_dict, uses, keep):
-                    if call_fn is not None:
-                        outputs = call_fn(operation_fn(node.operation), *args, **kwargs)
-                    else:
-                        outputs = operation_fn(self._get_operation_for_node(node))(*args, **kwargs)
-                del args, kwargs
+                if conv is not None:
+                    scale, shift = node.operation.scale_and_shift()
+                    outputs = conv.operation.call_scaled(tensor_dict[id(reads[0])], scale, shift)
+                else:
+                    args, kwargs = node.arguments.fill_in(tensor_dict)
+                    with self._donating(node, tensor_dict, uses, keep):
+                        if call_fn is not None:
+                            outputs = call_fn(operation_fn(node.operation), *args, **kwargs)
+                        else:
+                            outputs = operation_fn(self._get_operation_for_node(node))(*args, **kwargs)
+                    del args, kwargs
                 for x, y in zip(node.outputs, tree.flatten(outputs), strict=False):
                     tensor_dict[id(x)] = y
                 del outputs
-                for x in node.input_tensors:
+                for x in reads:
                     uses[id(x)] -= 1
                     if uses[id(x)] == 0 and id(x) not in keep:
                         del tensor_dict[id(x)]
         return tree.pack_sequence_as(self._outputs_struct, [tensor_dict[id(x)] for x in self.outputs])
+
+    def folded_batch_norms(self):
+        """``{id(BatchNorm node): Conv2D node}`` for every ``FrozenBatchNormalization`` that is the
+        only reader of a bias-free, linear ``keras_fada.layers.Conv2D`` (not a model output)."""
+        readers = collections.defaultdict(list)
+        nodes = [
+            n for depth in self._nodes_by_depth.values() for n in depth if n.operation and not n.is_input
+        ]
+        for node in nodes:
+            for x in node.input_tensors:
+                readers[id(x)].append(node)
+        outputs = {id(x) for x in self.outputs}
+        pairs = {}
+        for node in nodes:
+            conv = node.operation
+            if (
+                not isinstance(conv, Conv2D)
+                or conv.use_bias
+                or conv.activation is not keras.activations.linear
+            ):
+                continue
+            (y,) = node.outputs
+            (reader, *others) = readers[id(y)] or [None]
+            if not others and isinstance(getattr(reader, "operation", None), FrozenBatchNormalization):
+                if id(y) not in outputs and len(reader.input_tensors) == 1:
+                    pairs[id(reader)] = node
+        return pairs
 
     @staticmethod
     def _donating(node, tensor_dict, uses, keep):

@@ -94,10 +94,13 @@ class FrozenBatchNormalization(layers.Layer):
             shape=channels, initializer="ones", trainable=False, name="moving_variance"
         )
 
-    def call(self, inputs, training=None):
-        dtype = inputs.dtype
+    def scale_and_shift(self, dtype="float32"):
+        """``(s, beta - mean * s)`` with ``s = gamma * rsqrt(var)``: the layer is ``x * s + shift``."""
         scale = ops.cast(self.gamma, dtype) * ops.rsqrt(ops.cast(self.moving_variance, dtype))
-        shift = ops.cast(self.beta, dtype) - ops.cast(self.moving_mean, dtype) * scale
+        return scale, ops.cast(self.beta, dtype) - ops.cast(self.moving_mean, dtype) * scale
+
+    def call(self, inputs, training=None):
+        scale, shift = self.scale_and_shift(inputs.dtype)
         out = in_place_if_donated("affine_", inputs, scale, shift)  # torch, nothing else reads it
         return inputs * scale + shift if out is None else out
 
