@@ -156,3 +156,51 @@ def test_torch_kernels_gradients_and_optimizer_slots_live_in_oihw_memory(tmp_pat
         before = ops.convert_to_numpy(kernel)
         sgd.apply([torch.ones(v.shape) for v in seg.trainable_weights], seg.trainable_weights)
     np.testing.assert_allclose(ops.convert_to_numpy(kernel), before - 0.1, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("k,stride", [(1, 1), (1, 2), (3, 1)])
+def test_conv2d_in_bfloat16_matches_float32_on_the_rounded_inputs(k, stride):
+    # bfloat16 1x1 convolutions are GEMMs on TensorFlow; the reference is the float32
+    # convolution of the same bf16-rounded inputs, so only the output rounding (2^-8) differs.
+    x, kernel = _data(k, seed=3, cout=6)
+    bias = np.random.default_rng(4).normal(size=(6,)).astype("float32")
+    x, kernel, bias = (
+        ops.convert_to_numpy(ops.cast(ops.cast(a, "bfloat16"), "float32")) for a in (x, kernel, bias)
+    )
+    padding = "same" if k == 3 else "valid"
+
+    def run(dtype, wrt):
+        def f(t):
+            xx, kk = (t, kernel) if wrt == "x" else (x, t)
+            y = conv2d(
+                ops.cast(xx, dtype),
+                ops.cast(kk, dtype),
+                strides=stride,
+                padding=padding,
+                bias=ops.cast(bias, dtype),
+            )
+            assert keras.backend.standardize_dtype(y.dtype) == dtype
+            return ops.sum(ops.multiply(ops.cast(y, "float32"), weights))
+
+        return f
+
+    weights = np.random.default_rng(5).normal(size=ops.conv(x, kernel, strides=stride, padding=padding).shape)
+    weights = weights.astype("float32")
+    want = ops.convert_to_numpy(ops.conv(x, kernel, strides=stride, padding=padding)) + bias
+    got = ops.convert_to_numpy(
+        ops.cast(
+            conv2d(
+                ops.cast(x, "bfloat16"),
+                ops.cast(kernel, "bfloat16"),
+                strides=stride,
+                padding=padding,
+                bias=ops.cast(bias, "bfloat16"),
+            ),
+            "float32",
+        )
+    )
+    np.testing.assert_allclose(got, want, rtol=1e-2, atol=1e-2 * np.abs(want).max())
+    for wrt, arg in (("x", x), ("kernel", kernel)):
+        _, g_bf16 = value_and_grad(run("bfloat16", wrt), arg)
+        _, g_f32 = value_and_grad(run("float32", wrt), arg)
+        np.testing.assert_allclose(g_bf16, g_f32, rtol=2e-2, atol=2e-2 * np.abs(g_f32).max(), err_msg=wrt)
