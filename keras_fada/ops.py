@@ -137,7 +137,9 @@ def conv2d(x, kernel, strides=1, padding="valid", dilation_rate=1, bias=None):
       2-6x faster than its own convolution gradients. On a GPU, XLA's cuDNN convolutions stay.
     * **torch** (``keras_fada/backend/torch_conv.py``): NCHW memory behind NHWC views, so a
       network runs without Keras' two layout copies per convolution.
-    * **TensorFlow**: ``keras.ops.conv`` (oneDNN); in bfloat16, 1x1 convolutions as GEMMs:
+    * **TensorFlow**: ``keras.ops.conv`` (oneDNN); from 1024 input channels, stride-1 "same"
+      convolutions as one GEMM over their taps (``_same_convolution_as_gemm``); in bfloat16,
+      1x1 convolutions as GEMMs:
       oneDNN's bf16 weight gradient of a 1x1 convolution costs 4-7x its forward pass, the GEMM's
       about 1x (forward + backward, 32x64, 1024->256: 11.7 -> 8.0 ms; 512->2048: 34.7 -> 25.3 ms
       on an AMX CPU). In float32 the two are within 10% either way, so the convolution stays.
@@ -175,9 +177,72 @@ def conv2d(x, kernel, strides=1, padding="valid", dilation_rate=1, bias=None):
         and _bfloat16(x)
     ):
         y = _pointwise_as_gemm(x, kernel, s)
+    elif backend == "tensorflow" and _wide_same_convolution(x, kernel, s, pad, d):
+        y = _same_convolution_as_gemm(x, kernel, d)
     else:
         y = ops.conv(x, kernel, strides=s, padding=padding, dilation_rate=d)
     return y if bias is None else y + bias
+
+
+#: From this many input channels a stride-1 "same" k x k convolution runs as one GEMM on
+#: TensorFlow (the discriminator's 2048->256 3x3; no convolution of the backbones).
+WIDE_INPUT_CHANNELS = 1024
+
+
+def _wide_same_convolution(x, kernel, strides, pad, dilation):
+    kh, kw, cin = (int(v) for v in kernel.shape[:3])
+    if pad is None or strides != (1, 1) or (kh, kw) == (1, 1) or kh % 2 == 0 or kw % 2 == 0:
+        return False
+    same = pad == (dilation[0] * (kh // 2), dilation[1] * (kw // 2))
+    static = x.shape[1] is not None and x.shape[2] is not None
+    return same and static and cin >= WIDE_INPUT_CHANNELS
+
+
+def _same_convolution_as_gemm(x, kernel, dilation):
+    """A stride-1 zero-padded "same" convolution as one GEMM over all its taps, then shift-and-add.
+
+    With thousands of input channels and a few hundred outputs, ``(HW, C_in) @ (C_in, k*k*C_out)``
+    runs at the GEMM's speed where oneDNN's convolution in TensorFlow does not: the
+    discriminator's first convolution (2048->256, 3x3, on 32x64), forward 117-135 -> 80-92 ms
+    (torch's convolution: 71 ms), forward + backward 324 -> 299 ms; FADA step at 256x512 -2 to
+    -3.5% (two A/B pairs), peak RSS +80-130 MiB for the tap maps. JAX gained 320 -> 266 ms on
+    the convolution alone but nothing measurable on the step, so it keeps its convolution.
+    """
+    kh, kw, cin, cout = (int(v) for v in kernel.shape)
+    offsets = [
+        ((i - kh // 2) * dilation[0], (j - kw // 2) * dilation[1]) for i in range(kh) for j in range(kw)
+    ]
+    # One transpose, not a slice per tap: a slice's gradient is a scatter into a zero kernel.
+    flat = ops.reshape(ops.transpose(kernel, (2, 0, 1, 3)), (cin, kh * kw * cout))
+    return shifted_taps_sum(x, flat, offsets, cout)
+
+
+def shifted_taps_sum(x, flat_kernel, offsets, filters):
+    """``sum_t shift_t(x @ W_t)``: a stride-1 zero-padded convolution given by its taps.
+
+    ``flat_kernel`` is ``(C_in, T * filters)``, the ``T`` tap kernels side by side; tap ``t``
+    reads input pixel ``p + offsets[t]`` for output pixel ``p`` (zero outside the map). One
+    ``(NHW, C_in)`` GEMM computes every tap; the map's height and width must be static.
+    """
+    height, width = int(x.shape[1]), int(x.shape[2])
+    # A plain 2-D GEMM: XLA's CPU backend runs a dot with several contracting dimensions
+    # (the weight gradient of a 4-D @ 2-D matmul) far slower than the same GEMM.
+    taps = ops.matmul(ops.reshape(x, (-1, x.shape[-1])), flat_kernel)
+    # Unstacked rather than sliced: the gradient of a slice is a full-width zero tensor per
+    # tap, the gradient of unstack one stack.
+    taps = ops.unstack(ops.reshape(taps, (-1, height, width, len(offsets), filters)), axis=3)
+    out = None
+    for tap, (dy, dx) in zip(taps, offsets, strict=True):
+        shifted = _shift(tap, dy, dx, height, width)
+        out = shifted if out is None else out + shifted
+    return out
+
+
+def _shift(x, dy, dx, height, width):
+    """``out[:, p, q] = x[:, p + dy, q + dx]``, zero where that falls outside the map."""
+    x = x[:, max(dy, 0) : height + min(dy, 0), max(dx, 0) : width + min(dx, 0)]
+    pads = [[0, 0], [max(-dy, 0), max(dy, 0)], [max(-dx, 0), max(dx, 0)], [0, 0]]
+    return ops.pad(x, pads) if any(any(p) for p in pads) else x
 
 
 def _bfloat16(x):

@@ -204,3 +204,39 @@ def test_conv2d_in_bfloat16_matches_float32_on_the_rounded_inputs(k, stride):
         _, g_bf16 = value_and_grad(run("bfloat16", wrt), arg)
         _, g_f32 = value_and_grad(run("float32", wrt), arg)
         np.testing.assert_allclose(g_bf16, g_f32, rtol=2e-2, atol=2e-2 * np.abs(g_f32).max(), err_msg=wrt)
+
+
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_wide_convolution_as_one_gemm_matches_numpy_and_keras_gradients(dilation, monkeypatch):
+    # From 1024 input channels a stride-1 "same" convolution is one GEMM plus shift-and-add on
+    # TensorFlow (the discriminator's first convolution); JAX and torch keep their convolutions.
+    import keras_fada.ops as kops
+
+    calls = {"n": 0}
+    original = kops._same_convolution_as_gemm
+
+    def counted(*args):
+        calls["n"] += 1
+        return original(*args)
+
+    monkeypatch.setattr(kops, "_same_convolution_as_gemm", counted)
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(2, 5, 7, kops.WIDE_INPUT_CHANNELS)).astype("float32")
+    kernel = (0.05 * rng.normal(size=(3, 3, kops.WIDE_INPUT_CHANNELS, 6))).astype("float32")
+    got = ops.convert_to_numpy(conv2d(x, kernel, padding="same", dilation_rate=dilation))
+    assert calls["n"] == (1 if keras.backend.backend() == "tensorflow" else 0)
+    want = ref.conv2d(x, kernel, stride=1, pad=dilation, dilation=dilation)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    weights = rng.normal(size=want.shape).astype("float32")
+
+    def loss(fn, wrt):
+        def f(t):
+            xx, kk = (t, kernel) if wrt == "x" else (x, t)
+            return ops.sum(ops.multiply(fn(xx, kk, padding="same", dilation_rate=dilation), weights))
+
+        return f
+
+    for wrt, arg in (("x", x), ("kernel", kernel)):
+        _, g = value_and_grad(loss(conv2d, wrt), arg)
+        _, g_want = value_and_grad(loss(ops.conv, wrt), arg)
+        np.testing.assert_allclose(g, g_want, rtol=1e-4, atol=1e-4 * np.abs(g_want).max(), err_msg=wrt)

@@ -5,6 +5,7 @@ from keras import layers, ops
 
 from keras_fada.layers.convolution import Conv2D
 from keras_fada.models.deeplabv2.initializers import normal, torch_default_conv_bias
+from keras_fada.ops import shifted_taps_sum
 
 
 @keras.saving.register_keras_serializable(package="keras_fada")
@@ -83,20 +84,9 @@ class ASPPClassifier(layers.Layer):
                         continue
                     tap = kernel[i, j]
                     kernels[offset] = kernels[offset] + tap if offset in kernels else tap
-        k = self.num_classes
         bias = sum(ops.cast(conv.bias, dtype) for conv in self.conv2d_list)
-        # A plain 2-D GEMM: XLA's CPU backend runs a dot with several contracting dimensions
-        # (the weight gradient of a 4-D @ 2-D matmul) far slower than the same GEMM.
-        flat = ops.reshape(features, (-1, features.shape[-1]))
-        taps = ops.matmul(flat, ops.concatenate(list(kernels.values()), axis=-1))
-        # Unstacked rather than sliced: the gradient of a slice is a full-width zero tensor per
-        # tap, the gradient of unstack one stack.
-        taps = ops.unstack(ops.reshape(taps, (-1, height, width, len(kernels), k)), axis=3)
-        out = None
-        for tap, (dy, dx) in zip(taps, kernels, strict=True):
-            shifted = _shift(tap, dy, dx, height, width)
-            out = shifted if out is None else out + shifted
-        return out + bias
+        flat = ops.concatenate(list(kernels.values()), axis=-1)
+        return shifted_taps_sum(features, flat, list(kernels), self.num_classes) + bias
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.num_classes,)
@@ -107,10 +97,3 @@ class ASPPClassifier(layers.Layer):
             num_classes=self.num_classes, dilations=list(self.dilations), kernel_stddev=self.kernel_stddev
         )
         return config
-
-
-def _shift(x, dy, dx, height, width):
-    """``out[:, p, q] = x[:, p + dy, q + dx]``, zero where that falls outside the map."""
-    x = x[:, max(dy, 0) : height + min(dy, 0), max(dx, 0) : width + min(dx, 0)]
-    pads = [[0, 0], [max(-dy, 0), max(dy, 0)], [max(-dx, 0), max(dx, 0)], [0, 0]]
-    return ops.pad(x, pads) if any(any(p) for p in pads) else x
