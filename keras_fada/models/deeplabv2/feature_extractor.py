@@ -80,8 +80,9 @@ class FeatureExtractor(keras.Model):
                 if any(id(x) not in tensor_dict for x in reads):
                     continue  # not computable: its inputs stay (never released)
                 if conv is not None:
-                    scale, shift = node.operation.scale_and_shift()
-                    outputs = conv.operation.call_scaled(tensor_dict[id(reads[0])], scale, shift)
+                    scale, shift = self._get_operation_for_node(node).scale_and_shift()
+                    convolution = self._get_operation_for_node(conv)
+                    outputs = convolution.call_scaled(tensor_dict[id(reads[0])], scale, shift)
                 else:
                     args, kwargs = node.arguments.fill_in(tensor_dict)
                     with self._donating(node, tensor_dict, uses, keep):
