@@ -2,7 +2,8 @@
 
 Measured on this project's 2-core CPU (forward + gradients, 1 image, stride-8 ResNet shapes):
 XLA's convolution *weight* gradient is 2.5-3x the forward's cost, and its 1x1 convolutions are
-4-6x slower than the same GEMM. So a 1x1 convolution is a GEMM over channels, and a stride-1
+4-6x slower than the same GEMM. So a 1x1 convolution is a GEMM over channels
+(``keras_fada.ops._pointwise_as_gemm``, shared with TensorFlow's bfloat16 route), and a stride-1
 k x k convolution keeps XLA's forward and input gradient but takes its weight gradient as k*k
 GEMMs ``x_shift^T @ dy`` (weight gradient alone, 64->64 at 64x128: 25 -> 13 ms; 256->256 d=2 at
 32x64: 49 -> 26 ms; 512->512 d=4: 281 -> 125 ms; 2048->256: 380 -> 318 ms). With few output
@@ -23,14 +24,9 @@ MIN_TAP_GRADIENT_FILTERS = 32
 
 
 def conv2d(x, kernel, strides, padding, dilation):
-    """Channels-last ``keras.ops.conv`` with symmetric zero ``padding``; all three are pairs."""
+    """Channels-last ``keras.ops.conv`` (not 1x1: see ``keras_fada.ops``) with symmetric zero
+    ``padding``; all three are pairs."""
     kh, kw = kernel.shape[:2]
-    if (kh, kw) == (1, 1) and dilation == (1, 1) and padding == (0, 0):
-        # A stride only subsamples a 1x1 convolution.
-        if strides != (1, 1):
-            x = x[:, :: strides[0], :: strides[1], :]
-        n, h, w, c = x.shape
-        return (x.reshape(-1, c) @ kernel[0, 0]).reshape(n, h, w, kernel.shape[-1])
     same = padding == (dilation[0] * (kh // 2), dilation[1] * (kw // 2))
     if strides == (1, 1) and same and kernel.shape[-1] >= MIN_TAP_GRADIENT_FILTERS:
         return _same_conv_tap_gradient(x, kernel, padding, dilation)
