@@ -132,14 +132,15 @@ def conv2d(x, kernel, strides=1, padding="valid", dilation_rate=1, bias=None):
     The result is the same convolution (float summation order aside); only the kernel that
     computes it differs:
 
-    * **JAX on the CPU** (``keras_fada/backend/jax_conv.py``): 1x1 convolutions as GEMMs and the
-      weight gradient of stride-1 convolutions as per-tap GEMMs, which XLA's CPU backend runs
-      2-6x faster than its own convolution gradients. On a GPU, XLA's cuDNN convolutions stay.
+    * **JAX on the CPU**: 1x1 convolutions as GEMMs (``_pointwise_as_gemm``) and the weight
+      gradient of stride-1 convolutions as per-tap GEMMs (``keras_fada/backend/jax_conv.py``),
+      which XLA's CPU backend runs 2-6x faster than its own convolution gradients. On a GPU, XLA's cuDNN convolutions stay.
     * **torch** (``keras_fada/backend/torch_conv.py``): NCHW memory behind NHWC views, so a
       network runs without Keras' two layout copies per convolution.
-    * **TensorFlow**: ``keras.ops.conv`` (oneDNN), with two exceptions. Stride-1 "same"
+    * **TensorFlow**: ``keras.ops.conv`` (oneDNN), with three exceptions. Stride-1 "same"
       convolutions with at least 1024 input channels run as one GEMM over their taps
-      (``_same_convolution_as_gemm``). In bfloat16, 1x1 convolutions run as GEMMs: oneDNN's bf16
+      (``_same_convolution_as_gemm``). Dilated convolutions with up to 256 input channels run
+      without space-to-batch (``keras_fada/backend/tensorflow_conv.py``). In bfloat16, 1x1 convolutions run as GEMMs: oneDNN's bf16
       weight gradient of a 1x1 convolution costs 4-7x its forward pass, the GEMM's about 1x
       (forward + backward, 32x64, 1024->256: 11.7 -> 8.0 ms; 512->2048: 34.7 -> 25.3 ms on an
       AMX CPU); in float32 the two are within 10% either way, so the convolution stays.
@@ -164,21 +165,21 @@ def conv2d(x, kernel, strides=1, padding="valid", dilation_rate=1, bias=None):
         from keras_fada.backend import torch_conv
 
         return torch_conv.conv2d(x, kernel, s, pad, d, bias=bias)
-    if pad is not None and backend == "jax" and _jax_on_cpu():
+    jax_cpu = backend == "jax" and _jax_on_cpu()
+    pointwise = pad == (0, 0) and d == (1, 1) and tuple(kernel.shape[:2]) == (1, 1)
+    if pointwise and (jax_cpu or (backend == "tensorflow" and _bfloat16(x))):
+        y = _pointwise_as_gemm(x, kernel, s)
+    elif pad is not None and jax_cpu:
         from keras_fada.backend import jax_conv
 
         x = ops.convert_to_tensor(x)
         y = jax_conv.conv2d(x, ops.convert_to_tensor(kernel, dtype=x.dtype), s, pad, d)
-    elif (
-        backend == "tensorflow"
-        and pad == (0, 0)
-        and d == (1, 1)
-        and tuple(kernel.shape[:2]) == (1, 1)
-        and _bfloat16(x)
-    ):
-        y = _pointwise_as_gemm(x, kernel, s)
     elif backend == "tensorflow" and _wide_same_convolution(x, kernel, s, pad, d):
         y = _same_convolution_as_gemm(x, kernel, d)
+    elif backend == "tensorflow" and pad is not None and _tf_native_dilation(kernel, s, d):
+        from keras_fada.backend import tensorflow_conv
+
+        y = tensorflow_conv.dilated_conv2d(x, kernel, pad, d)
     else:
         y = ops.conv(x, kernel, strides=s, padding=padding, dilation_rate=d)
     return y if bias is None else y + bias
@@ -187,6 +188,12 @@ def conv2d(x, kernel, strides=1, padding="valid", dilation_rate=1, bias=None):
 #: From this many input channels a stride-1 "same" k x k convolution runs as one GEMM on
 #: TensorFlow (the discriminator's 2048->256 3x3; no convolution of the backbones).
 WIDE_INPUT_CHANNELS = 1024
+
+
+def _tf_native_dilation(kernel, strides, dilation):
+    from keras_fada.backend import tensorflow_conv
+
+    return tensorflow_conv.takes_native_dilation(kernel, strides, dilation)
 
 
 def _wide_same_convolution(x, kernel, strides, pad, dilation):

@@ -240,3 +240,31 @@ def test_wide_convolution_as_one_gemm_matches_numpy_and_keras_gradients(dilation
         _, g = value_and_grad(loss(conv2d, wrt), arg)
         _, g_want = value_and_grad(loss(ops.conv, wrt), arg)
         np.testing.assert_allclose(g, g_want, rtol=1e-4, atol=1e-4 * np.abs(g_want).max(), err_msg=wrt)
+
+
+@pytest.mark.parametrize(
+    "cin,dilation,direct",
+    [(5, 2, True), (256, 4, True), (257, 2, False), (5, 1, False)],
+)
+def test_dilated_convolution_runs_without_space_to_batch_up_to_256_channels(
+    cin, dilation, direct, monkeypatch
+):
+    # TensorFlow's keras.ops.conv wraps a dilated convolution in space-to-batch; up to 256 input
+    # channels (ResNet layer3) conv2d calls the dilated kernel directly. Values match either way.
+    from keras_fada.backend import tensorflow_conv
+
+    calls = {"n": 0}
+    original = tensorflow_conv.dilated_conv2d
+
+    def counted(*args):
+        calls["n"] += 1
+        return original(*args)
+
+    monkeypatch.setattr(tensorflow_conv, "dilated_conv2d", counted)
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(1, 9, 11, cin)).astype("float32")
+    kernel = (rng.normal(size=(3, 3, cin, 3)) / np.sqrt(9 * cin)).astype("float32")
+    got = ops.convert_to_numpy(conv2d(x, kernel, padding="same", dilation_rate=dilation))
+    assert calls["n"] == (1 if direct and keras.backend.backend() == "tensorflow" else 0)
+    want = ref.conv2d(x, kernel, stride=1, pad=dilation, dilation=dilation)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
