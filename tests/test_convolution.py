@@ -206,20 +206,26 @@ def test_conv2d_in_bfloat16_matches_float32_on_the_rounded_inputs(k, stride):
         np.testing.assert_allclose(g_bf16, g_f32, rtol=2e-2, atol=2e-2 * np.abs(g_f32).max(), err_msg=wrt)
 
 
+def _count_calls(monkeypatch, module, name):
+    """Wraps ``module.name`` so that ``calls["n"]`` counts its calls: which route conv2d took."""
+    calls = {"n": 0}
+    original = getattr(module, name)
+
+    def counted(*args):
+        calls["n"] += 1
+        return original(*args)
+
+    monkeypatch.setattr(module, name, counted)
+    return calls
+
+
 @pytest.mark.parametrize("dilation", [1, 2])
 def test_wide_convolution_as_one_gemm_matches_numpy_and_keras_gradients(dilation, monkeypatch):
     # From 1024 input channels a stride-1 "same" convolution is one GEMM plus shift-and-add on
     # TensorFlow (the discriminator's first convolution); JAX and torch keep their convolutions.
     import keras_fada.ops as kops
 
-    calls = {"n": 0}
-    original = kops._same_convolution_as_gemm
-
-    def counted(*args):
-        calls["n"] += 1
-        return original(*args)
-
-    monkeypatch.setattr(kops, "_same_convolution_as_gemm", counted)
+    calls = _count_calls(monkeypatch, kops, "_same_convolution_as_gemm")
     rng = np.random.default_rng(9)
     x = rng.normal(size=(2, 5, 7, kops.WIDE_INPUT_CHANNELS)).astype("float32")
     kernel = (0.05 * rng.normal(size=(3, 3, kops.WIDE_INPUT_CHANNELS, 6))).astype("float32")
@@ -253,14 +259,7 @@ def test_dilated_convolution_runs_without_space_to_batch_up_to_256_channels(
     # channels (ResNet layer3) conv2d calls the dilated kernel directly. Values match either way.
     from keras_fada.backend import tensorflow_conv
 
-    calls = {"n": 0}
-    original = tensorflow_conv.dilated_conv2d
-
-    def counted(*args):
-        calls["n"] += 1
-        return original(*args)
-
-    monkeypatch.setattr(tensorflow_conv, "dilated_conv2d", counted)
+    calls = _count_calls(monkeypatch, tensorflow_conv, "dilated_conv2d")
     rng = np.random.default_rng(11)
     x = rng.normal(size=(1, 9, 11, cin)).astype("float32")
     kernel = (rng.normal(size=(3, 3, cin, 3)) / np.sqrt(9 * cin)).astype("float32")
