@@ -134,14 +134,15 @@ def conv2d(x, kernel, strides=1, padding="valid", dilation_rate=1, bias=None):
 
     * **JAX on the CPU**: 1x1 convolutions as GEMMs (``_pointwise_as_gemm``) and the weight
       gradient of stride-1 convolutions as per-tap GEMMs (``keras_fada/backend/jax_conv.py``),
-      which XLA's CPU backend runs 2-6x faster than its own convolution gradients. On a GPU, XLA's cuDNN convolutions stay.
+      which XLA's CPU backend runs 2-6x faster than its own convolution gradients. On a GPU,
+      XLA's cuDNN convolutions stay.
     * **torch** (``keras_fada/backend/torch_conv.py``): NCHW memory behind NHWC views, so a
       network runs without Keras' two layout copies per convolution.
     * **TensorFlow**: ``keras.ops.conv`` (oneDNN), with three exceptions. Stride-1 "same"
       convolutions with at least 1024 input channels run as one GEMM over their taps
       (``_same_convolution_as_gemm``). Dilated convolutions with up to 256 input channels run
-      without space-to-batch (``keras_fada/backend/tensorflow_conv.py``). In bfloat16, 1x1 convolutions run as GEMMs: oneDNN's bf16
-      weight gradient of a 1x1 convolution costs 4-7x its forward pass, the GEMM's about 1x
+      without space-to-batch (``keras_fada/backend/tensorflow_conv.py``). In bfloat16, 1x1
+      convolutions run as GEMMs: oneDNN's bf16 weight gradient of a 1x1 convolution costs 4-7x its forward pass, the GEMM's about 1x
       (forward + backward, 32x64, 1024->256: 11.7 -> 8.0 ms; 512->2048: 34.7 -> 25.3 ms on an
       AMX CPU); in float32 the two are within 10% either way, so the convolution stays.
 
