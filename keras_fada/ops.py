@@ -142,9 +142,10 @@ def conv2d(x, kernel, strides=1, padding="valid", dilation_rate=1, bias=None):
       convolutions with at least 1024 input channels run as one GEMM over their taps
       (``_same_convolution_as_gemm``). Dilated convolutions with up to 256 input channels run
       without space-to-batch (``keras_fada/backend/tensorflow_conv.py``). In bfloat16, 1x1
-      convolutions run as GEMMs: oneDNN's bf16 weight gradient of a 1x1 convolution costs 4-7x its forward pass, the GEMM's about 1x
-      (forward + backward, 32x64, 1024->256: 11.7 -> 8.0 ms; 512->2048: 34.7 -> 25.3 ms on an
-      AMX CPU); in float32 the two are within 10% either way, so the convolution stays.
+      convolutions run as GEMMs: oneDNN's bf16 weight gradient of a 1x1 convolution costs 4-7x
+      its forward pass, the GEMM's about 1x (forward + backward, 32x64, 1024->256: 11.7 -> 8.0
+      ms; 512->2048: 34.7 -> 25.3 ms on an AMX CPU); in float32 the two are within 10% either
+      way, so the convolution stays.
 
     Args:
         x: ``(N, H, W, C_in)``.
