@@ -14,7 +14,7 @@ shape               f32 33x65  f32 65x129  bf16 33x65 bf16 65x129
 ==================  =========  ==========  =========  ==========
 
 so the direct kernel is taken up to ``NATIVE_DILATION_MAX_CHANNELS`` input channels (ResNet-101's
-layer3, 23 convolutions), and layer4 keeps space-to-batch. FADA step peak RSS (no longer
+layer3, 22 dilated convolutions), and layer4 keeps space-to-batch. FADA step peak RSS (no longer
 holding the transformed inputs): float32 256x512 3205 -> 3093 MiB, 512x1024 5586 -> 5230 MiB;
 mixed_bfloat16 2959 -> 2805, 4399 -> 4281 MiB. Float32 step at 256x512, alternated A/B in one
 process: -3.5% (pairwise median ratio 0.965 over 9 pairs).
