@@ -8,6 +8,12 @@ idle (as the reference's own driver did); each child marks the iterations that o
 disturbed, and medians are over quiet iterations when there are any. The ratio of every keras-fada
 configuration is to the reference's median of the same invocation.
 
+By default (``--install extras``) each keras-fada process runs as in the install its backend needs,
+``pip install keras-fada[<backend>]``: the optional backends it does not use are hidden
+(``fada_step.py --without``), since Keras imports JAX whenever it is installed (107 MiB of RSS in a
+torch process). ``--install all`` measures with everything this environment has, as the tables
+dated before 2026-12-03 did.
+
 Progress goes to stderr, one JSON line to stdout:
 
     python benchmarks/speed_vs_reference.py                                # 1+1 at 256x512 and 512x1024
@@ -81,6 +87,9 @@ def native_bf16(cpu: dict) -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & set(cpu["isa"]))
 
 
+OPTIONAL_BACKENDS = ("jax", "torch")
+
+
 def reference_seconds(row: dict) -> float | None:
     return row.get("sec_per_iter_quiet_median") or row.get("sec_per_iter_median")
 
@@ -109,6 +118,13 @@ def main() -> int:
         help="run bf16 configurations even on a CPU without native bf16 (AVX512_BF16 / AMX), "
         "where they are emulated and many times slower than float32",
     )
+    p.add_argument(
+        "--install",
+        choices=["extras", "all"],
+        default="extras",
+        help="extras: each backend's process sees only what `pip install keras-fada[<backend>]` "
+        "installs (the other optional backends hidden); all: whatever this environment has",
+    )
     args = p.parse_args()
 
     if not os.path.exists(args.reference):
@@ -125,6 +141,12 @@ def main() -> int:
         }
         configs = [(b, prec) for b, prec in configs if "bfloat16" not in prec]
     fada_step = os.path.join(HERE, "fada_step.py")
+
+    def hide(backend: str) -> list[str]:
+        # TensorFlow is a dependency of every install (tf.data); JAX and torch are optional extras.
+        others = [b for b in OPTIONAL_BACKENDS if b != backend]
+        return ["--without", *others] if args.install == "extras" and others else []
+
     common = ["--batch", str(args.batch), "--iters", str(args.iters), "--warmup", str(args.warmup)]
     t_all = time.perf_counter()
     runs = []
@@ -134,7 +156,7 @@ def main() -> int:
         for rnd in range(args.rounds):
             jobs = [("reference", "float32", [sys.executable, args.reference, *common, *hw])]
             jobs += [
-                (b, prec, [sys.executable, fada_step, *common, *hw, "--precision", prec])
+                (b, prec, [sys.executable, fada_step, *common, *hw, "--precision", prec, *hide(b)])
                 for b, prec in configs
             ]
             for impl, prec, cmd in jobs:
@@ -196,6 +218,7 @@ def main() -> int:
                 "iters_per_child": args.iters,
                 "warmup": args.warmup,
                 "rounds": args.rounds,
+                "install": args.install,
                 "results": results,
                 "total_s": round(time.perf_counter() - t_all, 1),
                 "runs": runs,

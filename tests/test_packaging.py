@@ -22,3 +22,48 @@ def test_every_config_folder_is_listed_in_pyproject():
     folders = {f"keras_fada.configs.{p.parent.name}" for p in (ROOT / "configs").glob("*/*.yaml")}
     assert folders <= set(config["packages"]), f"add {sorted(folders - set(config['packages']))} to packages"
     assert config["package-data"]["*"] == ["*.yaml"]
+
+
+# Runs in a fresh interpreter where the optional backends other than the one under test cannot be
+# imported, as in `pip install keras-fada[<backend>]`: keras-fada and its CLI must load, and a FADA
+# step must run, without them.
+WITHOUT_OTHER_BACKENDS = """
+import os, sys
+backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+for name in ("jax", "torch"):
+    if name != backend:
+        sys.modules[name] = None
+import numpy as np
+import keras_fada, keras_fada.cli.main
+from keras_fada.models import deeplabv2_resnet_small
+model = keras_fada.FADA(deeplabv2_resnet_small(3))
+model.compile()
+rng = np.random.default_rng(0)
+batch = {
+    "source_images": rng.uniform(0, 255, (1, 32, 32, 3)).astype("float32"),
+    "source_labels": rng.integers(0, 3, (1, 32, 32)).astype("int32"),
+    "target_images": rng.uniform(0, 255, (1, 32, 32, 3)).astype("float32"),
+}
+logs = model.train_on_batch(batch, return_dict=True)
+assert all(np.isfinite(float(v)) for v in logs.values()), logs
+hidden = [n for n in ("jax", "torch") if n != backend]
+assert all(sys.modules.get(n) is None for n in hidden), "a hidden backend was imported"
+print("ok", sorted(logs))
+"""
+
+
+def test_runs_without_the_other_optional_backends():
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", WITHOUT_OTHER_BACKENDS],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ),
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.startswith("ok"), proc.stdout
