@@ -24,20 +24,18 @@ import statistics
 import sys
 import time
 
-
-def hidden_packages(argv: list[str]) -> list[str]:
-    """The names after ``--without`` (read before argparse: they must be hidden before Keras loads)."""
-    if "--without" not in argv:
-        return []
-    names = []
-    for arg in argv[argv.index("--without") + 1 :]:
-        if arg.startswith("-"):
-            break
-        names.append(arg)
-    return names
-
-
-HIDDEN = hidden_packages(sys.argv)
+# `--without` must act before Keras is imported, so it has its own parser, read first; main's parser
+# takes it as a parent, for --help and so that the rest of the command line is checked as usual.
+WITHOUT = argparse.ArgumentParser(add_help=False)
+WITHOUT.add_argument(
+    "--without",
+    nargs="+",
+    default=[],
+    choices=["jax", "torch"],  # TensorFlow is a dependency of every install (tf.data)
+    metavar="PACKAGE",
+    help="measure as in an install without these optional backends (e.g. jax for keras-fada[torch])",
+)
+HIDDEN = WITHOUT.parse_known_args()[0].without
 for _name in HIDDEN:
     if _name == os.environ.get("KERAS_BACKEND", "tensorflow"):
         raise SystemExit(f"--without {_name}: that is the backend being measured")
@@ -176,7 +174,7 @@ def profile_phases(model, batch, args):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], parents=[WITHOUT])
     p.add_argument("--net", choices=["resnet101", "small"], default="resnet101")
     p.add_argument("--batch", type=int, default=1, help="images per domain")
     p.add_argument("--height", type=int, default=256)
@@ -195,13 +193,6 @@ def main():
         action="store_true",
         help="also time the source pass alone (source-only step) and the discriminator update alone; "
         "the target pass is the rest of the FADA step",
-    )
-    p.add_argument(
-        "--without",
-        nargs="+",
-        default=[],
-        metavar="PACKAGE",
-        help="measure as in an install without these packages (e.g. jax for keras-fada[torch])",
     )
     args = p.parse_args()
 

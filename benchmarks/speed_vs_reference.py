@@ -145,7 +145,7 @@ def main() -> int:
     def hide(backend: str) -> list[str]:
         # TensorFlow is a dependency of every install (tf.data); JAX and torch are optional extras.
         others = [b for b in OPTIONAL_BACKENDS if b != backend]
-        return ["--without", *others] if args.install == "extras" and others else []
+        return ["--without", *others] if args.install == "extras" else []
 
     common = ["--batch", str(args.batch), "--iters", str(args.iters), "--warmup", str(args.warmup)]
     t_all = time.perf_counter()
