@@ -1,6 +1,6 @@
 """Adaptation gain on the built-in synthetic pair (issue 7): target mIoU and CCD per arm over seeds.
 
-For each seed one source-only model is trained (``keras_fada.pipeline.run_stage``, stage ``source``,
+For each seed one source-only model is trained (``keras_fada.training.stages.run_stages``, stage ``source``,
 the demo's ``configs/synthetic`` settings); from that same checkpoint every arm then runs:
 
 ``source_only``
@@ -40,7 +40,10 @@ import numpy as np
 from keras_fada import config as C
 from keras_fada import data as kd
 from keras_fada import evaluation
-from keras_fada import pipeline as P
+from keras_fada.models.deeplabv2 import batch_norm_layers
+from keras_fada.training import build, tasks
+from keras_fada.training.run_dir import stage_checkpoint
+from keras_fada.training.stages import run_stages
 
 ARMS = ("source_only", "continued", "adabn", "binary", "hard", "soft")
 ADVERSARIAL = {"continued": "soft", "binary": "binary", "hard": "hard", "soft": "soft"}
@@ -49,11 +52,7 @@ ADVERSARIAL = {"continued": "soft", "binary": "binary", "hard": "hard", "soft": 
 def reestimate_batch_norm(segmentor, spec, batch_size=8):
     """AdaBN: replaces every BatchNorm's moving mean/variance by their average over ``spec``'s
     images (training-mode forward passes with momentum (n-1)/n, i.e. a cumulative mean)."""
-    bns = [
-        layer
-        for layer in segmentor._flatten_layers(include_self=False, recursive=True)
-        if isinstance(layer, keras.layers.BatchNormalization)
-    ]
+    bns = batch_norm_layers(segmentor)
     if not bns:
         raise ValueError("the segmentor has no trainable-kind BatchNormalization to re-estimate")
     momenta = [bn.momentum for bn in bns]
@@ -68,8 +67,8 @@ def reestimate_batch_norm(segmentor, spec, batch_size=8):
 
 
 def scores(segmentor, specs, num_classes, size):
-    conf = P.evaluate(segmentor, specs["target_val"], num_classes, size=size, batch_size=8)
-    miou = P.reported_scores("synthetic", conf)["miou"]
+    conf = evaluation.evaluate_dataset(segmentor, specs["target_val"], num_classes, size=size, batch_size=8)
+    miou = tasks.reported_scores("synthetic", conf)["miou"]
     sets = [kd.make_eval_dataset(specs[k], 8, size=tuple(size)) for k in ("source_val", "target_val")]
     ccd = evaluation.class_center_distance(segmentor, sets, num_classes)
     return {"miou": miou, "ccd": round(float(np.nanmean(ccd)), 4)}
@@ -91,9 +90,9 @@ def main() -> None:
         overrides += [f"source.steps={args.source_steps}", f"source.max_iter={args.source_steps}"]
     if args.adapt_steps:
         overrides += [f"adapt.steps={args.adapt_steps}", f"adapt.max_iter={args.adapt_steps}"]
-    base = C.load_config("synthetic", "small", ("source", "adapt"), None, overrides)
+    base = C.load_config("synthetic", "small", overrides=overrides)
     k, size = int(base["num_classes"]), tuple(base["adapt"]["eval_size"])
-    specs = P.task_specs(base)
+    specs = tasks.task_specs(base)
     specs["source_val"] = kd.synthetic_specs(
         os.path.join(base["data"]["root"], "synthetic"), **base["data"]["synthetic"]
     )["source_val"]
@@ -103,29 +102,26 @@ def main() -> None:
     quiet = {"verbose": 0, "report": lambda *_: None}
     for seed in args.seeds:
         seed_dir = os.path.join(args.output, f"seed{seed}")
-        cfg = C.load_config("synthetic", "small", ("source", "adapt"), None, [*overrides, f"seed={seed}"])
+        cfg = C.load_config("synthetic", "small", overrides=[*overrides, f"seed={seed}"])
         keras.utils.set_random_seed(seed)
         t = time.perf_counter()
-        P.run_stages(cfg, ["source"], seed_dir, **quiet)
-        source_ckpt = os.path.join(P.stage_dir(seed_dir, "source"), P.CHECKPOINT)
+        run_stages(cfg, ["source"], seed_dir, **quiet)
+        source_ckpt = stage_checkpoint(seed_dir, "source")
         source_s = time.perf_counter() - t
         for arm in args.arms:
             t = time.perf_counter()
             if arm in ADVERSARIAL:
                 arm_cfg = C.load_config(
-                    "synthetic", "small", ("source", "adapt"), None,
-                    [*overrides, f"seed={seed}", f"adapt.init={source_ckpt}", f"encoder.mode={ADVERSARIAL[arm]}"]
+                    "synthetic", "small", overrides=[*overrides, f"seed={seed}", f"adapt.init={source_ckpt}", f"encoder.mode={ADVERSARIAL[arm]}"]
                     + (["lambda_adv=0"] if arm == "continued" else []),
                 )  # fmt: skip
                 arm_dir = os.path.join(seed_dir, arm)
                 keras.utils.set_random_seed(seed)
-                P.run_stages(arm_cfg, ["adapt"], arm_dir, **quiet)
-                segmentor = P.load_segmentor(
-                    os.path.join(P.stage_dir(arm_dir, "adapt"), P.CHECKPOINT), "small", k
-                )
+                run_stages(arm_cfg, ["adapt"], arm_dir, **quiet)
+                segmentor = build.load_segmentor(stage_checkpoint(arm_dir, "adapt"), "small", k)
                 steps = int(arm_cfg["adapt"]["steps"])
             else:
-                segmentor = P.load_segmentor(source_ckpt, "small", k)
+                segmentor = build.load_segmentor(source_ckpt, "small", k)
                 steps = 0
                 if arm == "adabn":
                     reestimate_batch_norm(segmentor, specs["target_train"])

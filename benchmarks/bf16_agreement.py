@@ -21,18 +21,21 @@ import numpy as np
 
 from keras_fada import config as C
 from keras_fada import data as kd
-from keras_fada import pipeline as P
+from keras_fada.models.deeplabv2 import freeze_batch_norm
+from keras_fada.training import build, tasks
+from keras_fada.training.run_dir import stage_checkpoint
+from keras_fada.training.stages import run_stages
 
 LOSSES = ("seg_loss", "adv_loss", "d_loss")
 
 
 def adapt_model(cfg, init, k, discriminator_weights=None):
-    segmentor = P.load_segmentor(init, "small", k)
-    P.freeze_batch_norm(segmentor)
-    model = P.fada_model(cfg, segmentor)
+    segmentor = build.load_segmentor(init, "small", k)
+    freeze_batch_norm(segmentor)
+    model = build.fada_model(cfg, segmentor)
     if discriminator_weights is not None:
         model.discriminator.set_weights(discriminator_weights)
-    model.compile(**P._optimizers(cfg, "adapt"))
+    model.compile(**build.stage_optimizers(cfg, "adapt"))
     return model
 
 
@@ -48,10 +51,10 @@ def main() -> None:
     init = args.init
     if init is None:
         run_dir = os.path.join(args.work, "run")
-        init = os.path.join(P.stage_dir(run_dir, "source"), P.CHECKPOINT)
+        init = stage_checkpoint(run_dir, "source")
         if not os.path.isfile(init):
-            P.run_stages(cfg, ["source"], run_dir, verbose=0, report=lambda *_: None)
-    specs = P.task_specs(cfg)
+            run_stages(cfg, ["source"], run_dir, verbose=0, report=lambda *_: None)
+    specs = tasks.task_specs(cfg)
     half = int(cfg["adapt"]["batch_size"]) // 2
     ds = kd.make_adaptation_dataset(specs["source_train"], specs["target_train"], half, seed=0)
     batches = list(ds.take(args.steps).as_numpy_iterator())

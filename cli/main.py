@@ -16,7 +16,8 @@ import sys  # noqa: E402
 
 import click  # noqa: E402
 
-from keras_fada.config import BACKBONES, STAGES, TASKS, ConfigError  # noqa: E402
+from keras_fada.config import STAGES, ConfigError, backbones  # noqa: E402
+from keras_fada.training.tasks import TASK_NAMES  # noqa: E402
 
 
 class UserError(click.UsageError):
@@ -27,10 +28,10 @@ class UserError(click.UsageError):
 
 
 def _known_errors():
-    from keras_fada.data import DatasetError
-    from keras_fada.pipeline import PipelineError
+    from keras_fada.data.datasets import DatasetError
+    from keras_fada.training import RunError
 
-    return (ConfigError, DatasetError, PipelineError)
+    return (ConfigError, DatasetError, RunError)
 
 
 def user_errors(fn):
@@ -46,17 +47,18 @@ def user_errors(fn):
     return wrapper
 
 
-TASK = click.Choice(TASKS)
-BACKBONE = click.Choice(BACKBONES)
+BACKBONE = click.Choice(backbones())
 
 
 def _check_task(ctx, param, value):
-    if value is not None and value not in TASKS:
-        raise click.BadParameter(f"unknown task {value!r}; tasks: {', '.join(TASKS)}")
+    if value is not None and value not in TASK_NAMES:
+        raise click.BadParameter(f"unknown task {value!r}; tasks: {', '.join(TASK_NAMES)}")
     return value
 
 
-task_option = click.option("--task", required=True, callback=_check_task, help=f"One of: {', '.join(TASKS)}.")
+task_option = click.option(
+    "--task", required=True, callback=_check_task, help=f"One of: {', '.join(TASK_NAMES)}."
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -84,7 +86,6 @@ def train(task, stage, backbone, config_file, data_root, output, resume, quiet, 
     import time
 
     from keras_fada import config as C
-    from keras_fada import pipeline
 
     stages = list(STAGES) if stage == "all" else [stage]
     overrides = list(overrides)
@@ -93,14 +94,14 @@ def train(task, stage, backbone, config_file, data_root, output, resume, quiet, 
     base = None
     if resume and output and os.path.isfile(os.path.join(output, "config.yaml")):
         base = C.read_yaml(os.path.join(output, "config.yaml"))
-    cfg = C.load_config(task, backbone, stages, config_file, overrides, base=base)
+    cfg = C.load_config(task, backbone, config_file, overrides, base=base)
     output = output or os.path.join("runs", f"{task}-{cfg['backbone']}")
     if resume and not os.path.isdir(output):
         raise UserError(f"nothing to resume in {output!r}; run without --resume to start it")
+    from keras_fada.training.stages import run_stages  # the backend loads here, after every check
+
     t0 = time.perf_counter()
-    summary = pipeline.run_stages(
-        cfg, stages, output, resume=resume, verbose=0 if quiet else 1, report=click.echo
-    )
+    summary = run_stages(cfg, stages, output, resume=resume, verbose=0 if quiet else 1, report=click.echo)
     _print_summary(summary, time.perf_counter() - t0, output)
 
 
@@ -137,7 +138,7 @@ def _checkpoint_setup(task, checkpoint, backbone, data_root, config_file, overri
         overrides.append(f"data.root={data_root}")
     if base is not None and backbone and backbone != base.get("backbone"):
         base = None
-    cfg = C.load_config(task, backbone, ("source", "adapt", "distill"), config_file, overrides, base=base)
+    cfg = C.load_config(task, backbone, config_file, overrides, base=base)
     return cfg
 
 
@@ -179,18 +180,20 @@ def evaluate(
     task, checkpoint, backbone, multiscale, flip, scales, size, data_root, config_file, output, overrides
 ):
     """Per-class IoU and mIoU on the task's target validation set (also written as JSON)."""
-    from keras_fada import pipeline
+    from keras_fada.evaluation import evaluate_dataset
+    from keras_fada.training import tasks
+    from keras_fada.training.build import load_segmentor
 
     cfg = _checkpoint_setup(task, checkpoint, backbone, data_root, config_file, overrides)
     k = int(cfg["num_classes"])
     scale_list = _scales(multiscale, scales, cfg)
     stage = os.path.basename(os.path.dirname(os.path.abspath(checkpoint)))
     size = _size(size) or tuple(cfg[stage if stage in STAGES else "adapt"]["eval_size"])
-    segmentor = pipeline.load_segmentor(checkpoint, cfg["backbone"], k)
-    spec = pipeline.task_specs(cfg)["target_val"]
-    conf = pipeline.evaluate(segmentor, spec, k, size=size, batch_size=int(cfg["eval"]["batch_size"]),
-                             scales=scale_list, flip=flip)  # fmt: skip
-    scores = pipeline.reported_scores(task, conf)
+    segmentor = load_segmentor(checkpoint, cfg["backbone"], k)
+    spec = tasks.task_specs(cfg)["target_val"]
+    conf = evaluate_dataset(segmentor, spec, k, size=size, batch_size=int(cfg["eval"]["batch_size"]),
+                            scales=scale_list, flip=flip)  # fmt: skip
+    scores = tasks.reported_scores(task, conf)
     scores.update(task=task, checkpoint=checkpoint, scales=list(scale_list), flip=flip, size=list(size))
     for name, v in scores["iou"].items():
         click.echo(f"{name:<15}{v:>7.2f}")
@@ -228,16 +231,18 @@ def _sibling(checkpoint, suffix):
 def ccd(task, checkpoint, backbone, num_images, data_root, config_file, output, overrides):
     """Class Center Distance (paper Eq. 9, Fig. 4) on labelled source and target images."""
     from keras_fada import data as kd
-    from keras_fada import evaluation, pipeline
+    from keras_fada import evaluation
+    from keras_fada.training import tasks
+    from keras_fada.training.build import load_segmentor
 
     cfg = _checkpoint_setup(task, checkpoint, backbone, data_root, config_file, overrides)
     k = int(cfg["num_classes"])
-    segmentor = pipeline.load_segmentor(checkpoint, cfg["backbone"], k)
-    specs = pipeline.task_specs(cfg)
+    segmentor = load_segmentor(checkpoint, cfg["backbone"], k)
+    specs = tasks.task_specs(cfg)
     src = kd.make_supervised_dataset(specs["source_train"], 1, shuffle=True, repeat=False, seed=0)
     tgt = kd.make_eval_dataset(specs["target_val"], 1, size=tuple(cfg["data"]["target_size"]))
     values = evaluation.class_center_distance(segmentor, [src.take(num_images), tgt.take(num_images)], k)
-    names = pipeline.class_names(task, k)
+    names = tasks.get_task(task).class_names(k)
     per_class = {n: (None if v != v else round(float(v), 4)) for n, v in zip(names, values, strict=True)}
     finite = [v for v in per_class.values() if v is not None]
     mean = float(sum(finite) / len(finite)) if finite else float("nan")
@@ -269,8 +274,9 @@ def predict(checkpoint, backbone, num_classes, output, size, alpha, images):
     from PIL import Image
 
     from keras_fada import config as C
-    from keras_fada import evaluation, pipeline
+    from keras_fada import evaluation
     from keras_fada.data import labels as L
+    from keras_fada.training.build import load_segmentor
 
     if not os.path.isfile(checkpoint):
         raise UserError(f"checkpoint {checkpoint!r} does not exist")
@@ -278,7 +284,7 @@ def predict(checkpoint, backbone, num_classes, output, size, alpha, images):
     run = C.read_yaml(near) if os.path.isfile(near) else {}
     backbone = backbone or run.get("backbone", "resnet101")
     k = num_classes or int(run.get("num_classes", 19))
-    segmentor = pipeline.load_segmentor(checkpoint, backbone, k)
+    segmentor = load_segmentor(checkpoint, backbone, k)
     size = _size(size)
     palette = np.array(L.CITYSCAPES_PALETTE + ((0, 0, 0),) * (256 - len(L.CITYSCAPES_PALETTE)), np.uint8)
     os.makedirs(output, exist_ok=True)
@@ -306,7 +312,7 @@ def predict(checkpoint, backbone, num_classes, output, size, alpha, images):
 @cli.command()
 @click.argument("src")
 @click.argument("dst_prefix")
-@click.option("--backbone", type=click.Choice(["resnet101", "vgg16", "small"]), default="resnet101")
+@click.option("--backbone", type=BACKBONE, default="resnet101", show_default=True)
 @click.option("--num-classes", type=int, default=19, show_default=True)
 @click.option("--trainable-bn", is_flag=True, help="Trainable BN (the official GTA5 self-distilled model).")
 @click.option("--kind", type=click.Choice(["auto", "imagenet", "fada"]), default="auto", show_default=True)

@@ -1,4 +1,7 @@
-"""Keras callbacks for FADA training: learning rates, target mIoU, Class Center Distance."""
+"""Keras callbacks for FADA training: learning rates, target mIoU, Class Center Distance, and
+TensorBoard scalars without the ``tensorboard`` package."""
+
+import os
 
 import keras
 import numpy as np
@@ -102,3 +105,55 @@ class ClassCenterDistanceCallback(_PeriodicEvaluation):
             "ccd": float(np.nanmean(ccd)) if np.isfinite(ccd).any() else float("nan"),
             "ccd_per_class": ccd.tolist(),
         }
+
+
+class ScalarTensorBoard(keras.callbacks.Callback):
+    """TensorBoard scalars (``batch_<metric>`` every ``update_freq`` steps, ``epoch_<metric>``) written
+    with TensorFlow's summary ops only: the stand-in for ``keras.callbacks.TensorBoard`` where the
+    ``tensorboard`` package (which that callback needs to encode scalars) is not installed."""
+
+    def __init__(self, log_dir, update_freq=50):
+        super().__init__()
+        import tensorflow as tf
+        from tensorflow.core.framework import summary_pb2
+
+        self._tf = tf
+        self._meta = summary_pb2.SummaryMetadata(
+            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
+        )
+        self._writer = tf.summary.create_file_writer(os.path.join(log_dir, "train"))
+        self.update_freq = int(update_freq)
+        self._step = 0
+
+    def _write(self, prefix, logs, step):
+        with self._writer.as_default():
+            for k, v in (logs or {}).items():
+                if np.isscalar(v) or np.ndim(v) == 0:
+                    value = self._tf.constant(float(v), self._tf.float32)
+                    self._tf.summary.write(f"{prefix}{k}", value, step=step, metadata=self._meta)
+        self._writer.flush()
+
+    def on_train_begin(self, logs=None):
+        self._step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._step += 1
+        if self._step % self.update_freq == 0:
+            self._write("batch_", logs, self._step)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._write("epoch_", logs, epoch)
+
+    def on_train_end(self, logs=None):
+        self._writer.close()
+
+
+def tensorboard_callback(log_dir, update_freq=50):
+    """``keras.callbacks.TensorBoard`` when the ``tensorboard`` package is installed, else
+    :class:`ScalarTensorBoard` (same event-file format, scalars only)."""
+    try:
+        import tensorboard  # noqa: F401
+
+        return keras.callbacks.TensorBoard(log_dir, update_freq=update_freq)
+    except ImportError:
+        return ScalarTensorBoard(log_dir, update_freq=update_freq)

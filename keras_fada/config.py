@@ -1,10 +1,11 @@
-"""Run configurations: YAML files with ``_base_`` includes, merged with dotted ``KEY=VALUE`` overrides.
+"""Run configurations, composed from YAML files along three axes and dotted ``KEY=VALUE`` overrides.
 
-``configs/base.yaml`` lists every key with the official value; ``configs/<task>/task.yaml`` sets the
-task's values and ``configs/<task>/<stage>_<backbone>.yaml`` those of one stage (each file includes the
-one above it with ``_base_: <path relative to the file>``). :func:`load_config` merges, in order, the
-files of the requested stages, an optional user file, and the overrides; any key that ``base.yaml``
-does not define is an error naming it and the valid keys.
+``configs/defaults.yaml`` lists every key with the official value (and is the list of valid keys);
+``configs/backbones/<backbone>.yaml`` holds the stage recipes that depend on the network;
+``configs/tasks/<file>.yaml`` a task's datasets, sizes and classes (the file a task record in
+:mod:`keras_fada.training.tasks` names). :func:`load_config` merges, in order, defaults < backbone <
+task < an optional user file < overrides; any key that ``defaults.yaml`` does not define is an error
+naming it and the valid keys. A file may include others with ``_base_: <path relative to it>``.
 
 Example:
 >>> cfg = load_config("synthetic", overrides=["encoder.mode=binary", "lambda_adv=0.01"])
@@ -19,9 +20,7 @@ import os
 
 import yaml
 
-TASKS = ("gta2cs", "synthia2cs", "cs2rome", "cs2rio", "cs2tokyo", "cs2taipei", "synthetic")
 STAGES = ("source", "adapt", "distill")
-BACKBONES = ("resnet101", "vgg16", "small")
 
 
 # Keys whose values come from a fixed set: a typo is an error naming the valid values.
@@ -135,69 +134,57 @@ def parse_override(item: str) -> dict:
 
 
 def schema() -> dict:
-    return read_yaml(os.path.join(config_dir(), "base.yaml"))
+    return read_yaml(os.path.join(config_dir(), "defaults.yaml"))
+
+
+def backbones() -> tuple[str, ...]:
+    """The backbones: one recipe file each in ``configs/backbones/``."""
+    folder = os.path.join(config_dir(), "backbones")
+    return tuple(sorted(f[: -len(".yaml")] for f in os.listdir(folder) if f.endswith(".yaml")))
+
+
+def backbone_file(backbone: str) -> str:
+    if backbone not in backbones():
+        raise ConfigError(f"unknown backbone {backbone!r}; backbones: {', '.join(backbones())}")
+    return os.path.join(config_dir(), "backbones", f"{backbone}.yaml")
 
 
 def task_file(task: str) -> str:
-    if task not in TASKS:
-        raise ConfigError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
-    return os.path.join(config_dir(), task, "task.yaml")
+    from keras_fada.training.tasks import get_task
+
+    return os.path.join(config_dir(), "tasks", f"{get_task(task).config}.yaml")
 
 
-def stage_file(task: str, stage: str, backbone: str) -> str:
-    path = os.path.join(config_dir(), task, f"{stage}_{backbone}.yaml")
-    if not os.path.isfile(path):
-        have = sorted(
-            f[: -len(".yaml")].split("_", 1)[1]
-            for f in os.listdir(os.path.dirname(path))
-            if f.startswith(f"{stage}_") and f.endswith(".yaml")
-        )
-        raise ConfigError(
-            f"no {stage} config for task {task!r} with backbone {backbone!r} ({path}); "
-            f"backbones with configs: {', '.join(have)} (or pass --config FILE)"
-        )
-    return path
+def _checked(path: str, sch: dict) -> dict:
+    data = read_yaml(path)
+    validate(data, sch, path)
+    return data
 
 
 def load_config(
     task: str,
     backbone: str | None = None,
-    stages=STAGES,
     config_file: str | None = None,
     overrides=(),
     base: dict | None = None,
 ) -> dict:
-    """The resolved configuration of ``task``: defaults < stage files < ``config_file`` < overrides.
+    """The resolved configuration of ``task``: defaults < backbone < task < ``config_file`` < overrides.
 
     Args:
-        task: one of :data:`TASKS`.
-        backbone: ``resnet101`` / ``vgg16`` / ``small``; default: the task's.
-        stages: the stages whose files are merged.
-        config_file: an extra YAML file (may ``_base_``-include others), merged on top.
+        task: a task name (:data:`keras_fada.training.tasks.TASKS`).
+        backbone: a file in ``configs/backbones/``; default: the task file's ``backbone``.
+        config_file: an extra YAML file (may ``_base_``-include others), merged on top; a backbone
+            file mixes its recipe into any task this way.
         overrides: ``"dotted.key=value"`` strings, merged last.
         base: start from this resolved config instead of the files (``--resume``).
     """
     sch = schema()
     if base is None:
-        defaults = read_yaml(task_file(task))
-        validate(defaults, sch, task_file(task))
-        backbone = backbone or defaults.get("backbone", "resnet101")
-        if backbone not in BACKBONES:
-            raise ConfigError(f"unknown backbone {backbone!r}; backbones: {', '.join(BACKBONES)}")
-        config = merge(sch, defaults)
-        for stage in stages:
-            # Each stage file includes the task file; only its own stage section (and the
-            # backbone) is taken from it, so that the files of other stages keep theirs.
-            small_fallback = backbone == "small" and not os.path.isfile(
-                os.path.join(config_dir(), task, f"{stage}_small.yaml")
-            )  # the small CPU network runs any task with its ResNet-101 recipe
-            path = stage_file(task, stage, "resnet101" if small_fallback else backbone)
-            data = read_yaml(path)
-            validate(data, sch, path)
-            if small_fallback:
-                data["backbone"] = "small"
-            config = merge(config, {k: v for k, v in data.items() if k not in STAGES or k == stage})
-            config[stage] = merge(sch[stage], data.get(stage, {}))
+        task_values = _checked(task_file(task), sch)
+        backbone = backbone or task_values.get("backbone", sch["backbone"])
+        config = merge(sch, _checked(backbone_file(backbone), sch))
+        config = merge(config, task_values)
+        config.update(task=task, backbone=backbone)
     else:
         config = copy.deepcopy(base)
         if config.get("task") != task:
@@ -205,22 +192,27 @@ def load_config(
         if backbone and backbone != config.get("backbone"):
             raise ConfigError(f"the run uses backbone {config.get('backbone')!r}, not {backbone!r}")
     if config_file:
-        data = read_yaml(config_file)
-        validate(data, sch, config_file)
-        config = merge(config, data)
+        config = merge(config, _checked(config_file, sch))
     for item in overrides:
         data = parse_override(item)
         validate(data, sch, f"override {item!r}")
         config = merge(config, data)
     if config["task"] != task:
         raise ConfigError(f"config sets task {config['task']!r} but --task is {task!r}")
-    if config["backbone"] not in BACKBONES:
-        raise ConfigError(f"unknown backbone {config['backbone']!r}; backbones: {', '.join(BACKBONES)}")
+    backbone_file(config["backbone"])
     for name, valid in CHOICES.items():
         section, _, key = name.rpartition(".")
         value = (config[section] if section else config)[key]
         if value not in valid:
             raise ConfigError(f"config key {name!r} is {value!r}; valid values: {', '.join(valid)}")
+    from keras_fada.training.tasks import get_task
+
+    allowed = get_task(task).num_classes
+    if config["num_classes"] not in allowed:
+        raise ConfigError(
+            f"config key 'num_classes' is {config['num_classes']!r}; task {task!r} trains with "
+            f"{' or '.join(map(str, allowed))} classes"
+        )
     return config
 
 

@@ -52,6 +52,15 @@ def confusion_over(model, data, num_classes, scales=(1.0,), flip=False, align_co
     return confusion
 
 
+def evaluate_dataset(model, spec, num_classes, size=None, batch_size=1, scales=(1.0,), flip=False):
+    """Confusion matrix of ``model`` on a labelled ``DatasetSpec`` (images resized to ``size``,
+    default the spec's evaluation size; labels at full resolution)."""
+    from keras_fada.data import make_eval_dataset
+
+    ds = make_eval_dataset(spec, batch_size, size=tuple(size) if size else "eval")
+    return confusion_over(model, ds, num_classes, scales=tuple(scales), flip=flip)
+
+
 def class_center_distance(model, datasets, num_classes):
     """Per-class CCD (Eq. 9) of F's features over labelled batches of one or more domains."""
     features = _segmentor_of(model).feature_extractor

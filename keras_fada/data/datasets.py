@@ -259,15 +259,17 @@ def cityscapes(
     eval_size=(512, 1024),
 ) -> DatasetSpec:
     """Cityscapes: ``leftImg8bit/<split>/<city>/<stem>_leftImg8bit.png`` and
-    ``gtFine/<split>/<city>/<stem>_gtFine_labelIds.png`` -> 19 train ids, or 16 for the SYNTHIA task.
+    ``gtFine/<split>/<city>/<stem>_gtFine_labelIds.png`` -> 19 train ids, 16 for the SYNTHIA task, or
+    the 13 Cross-City classes.
     ``labelled=False`` gives the unlabelled target images (no gtFine needed)."""
-    if num_classes not in (19, 16):
-        raise ValueError(f"cityscapes: num_classes must be 19 or 16, got {num_classes}")
-    label_map, names = (
-        (L.CITYSCAPES_19_MAP, L.CITYSCAPES_19_CLASSES)
-        if num_classes == 19
-        else (L.CITYSCAPES_16_MAP, L.SYNTHIA_16_CLASSES)
-    )
+    class_sets = {
+        19: (L.CITYSCAPES_19_MAP, L.CITYSCAPES_19_CLASSES),
+        16: (L.CITYSCAPES_16_MAP, L.SYNTHIA_16_CLASSES),
+        13: (L.CROSSCITY_13_MAP, L.CROSSCITY_13_CLASSES),
+    }
+    if num_classes not in class_sets:
+        raise ValueError(f"cityscapes: num_classes must be 19, 16 or 13, got {num_classes}")
+    label_map, names = class_sets[num_classes]
     return DatasetSpec(
         name=f"cityscapes_{split}",
         root=os.path.abspath(root),

@@ -1,0 +1,124 @@
+"""Networks, the FADA model and the official optimisers, built from a resolved config."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+from keras_fada import optimizers as fopt
+from keras_fada.config import ConfigError, backbones
+from keras_fada.layers import DomainEncoder, FineGrainedDiscriminator
+from keras_fada.models.deeplabv2 import (
+    deeplabv2_resnet101,
+    deeplabv2_resnet_small,
+    deeplabv2_vgg16,
+    freeze_batch_norm,
+    load_torch_weights,
+)
+from keras_fada.models.fada import FADA
+from keras_fada.training import RunError
+
+# backbone (a file in configs/backbones/) -> constructor(num_classes, frozen_bn)
+BUILDERS = {
+    "resnet101": lambda k, frozen_bn: deeplabv2_resnet101(k, frozen_bn=frozen_bn),
+    "vgg16": lambda k, frozen_bn: deeplabv2_vgg16(k),
+    "small": lambda k, frozen_bn: deeplabv2_resnet_small(k, frozen_bn=frozen_bn),
+}
+
+
+def build_segmentor(backbone: str, num_classes: int, freeze_bn: bool = True):
+    """A randomly initialised DeepLabV2 segmentor; ``freeze_bn`` builds the frozen-BN variant."""
+    if backbone not in BUILDERS:
+        raise ConfigError(f"unknown backbone {backbone!r}; backbones: {', '.join(backbones())}")
+    return BUILDERS[backbone](num_classes, freeze_bn)
+
+
+def load_weights(segmentor, path: str, backbone: str, num_classes: int) -> None:
+    """Keras ``.weights.h5`` or an official PyTorch checkpoint; a mismatch is a :class:`RunError`."""
+    if not os.path.isfile(path):
+        raise RunError(f"checkpoint {path!r} does not exist")
+    try:
+        if path.endswith(".weights.h5"):
+            segmentor.load_weights(path)
+        else:
+            load_torch_weights(segmentor, path)
+    except Exception as e:  # noqa: BLE001 - Keras/h5py raise many types for a mismatched file
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RunError(
+            f"checkpoint {path!r} does not fit a {backbone} network with {num_classes} classes "
+            f"(another backbone or class count?): {first[:300]}"
+        ) from None
+
+
+def load_segmentor(path: str, backbone: str, num_classes: int, freeze_bn=None):
+    """A segmentor with the weights of ``path``; for ResNets the BN kind (frozen or trainable) is
+    taken from the checkpoint unless ``freeze_bn`` is given."""
+    variants = [freeze_bn] if freeze_bn is not None or backbone == "vgg16" else [True, False]
+    error = None
+    for frozen in variants:
+        segmentor = build_segmentor(backbone, num_classes, True if frozen is None else frozen)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                load_weights(segmentor, path, backbone, num_classes)
+            return segmentor
+        except RunError as e:
+            error = e
+    raise error
+
+
+def initial_segmentor(cfg: dict, freeze_bn: bool, init: str | None = None):
+    """A stage's starting segmentor: the weights of ``init``, else ImageNet weights (``pretrained``)
+    or random ones; ``freeze_bn`` fixes every BatchNorm (official FREEZE_BN)."""
+    if init:
+        segmentor = load_segmentor(init, cfg["backbone"], cfg["num_classes"])
+        if freeze_bn:
+            freeze_batch_norm(segmentor)
+        return segmentor
+    segmentor = build_segmentor(cfg["backbone"], cfg["num_classes"], freeze_bn)
+    if cfg.get("pretrained"):
+        if not os.path.isfile(cfg["pretrained"]):
+            raise RunError(f"pretrained weights {cfg['pretrained']!r} do not exist")
+        load_torch_weights(segmentor, cfg["pretrained"], kind="imagenet")
+    return segmentor
+
+
+def fada_model(cfg: dict, segmentor) -> FADA:
+    """The adaptation stage's FADA model (encoder, discriminator, loss switches) from ``cfg``."""
+    enc = cfg["encoder"]
+    encoder = DomainEncoder(
+        enc["mode"], temperature=float(enc["temperature"]), clip=float(enc["clip"]),
+        threshold=float(enc["threshold"]),
+    )  # fmt: skip
+    width = int(cfg["discriminator"]["width"])
+    disc = FineGrainedDiscriminator(
+        encoder.knowledge_channels(segmentor.num_classes), filters=(width, width // 2)
+    )
+    return FADA(
+        segmentor,
+        discriminator=disc,
+        encoder=encoder,
+        lambda_adv=float(cfg["lambda_adv"]),
+        source_temperature=float(cfg["source_temperature"]),
+        discriminator_resolution=cfg["discriminator"]["resolution"],
+        discriminator_weights=tuple(cfg["discriminator"]["weights"]),
+    )
+
+
+def stage_optimizers(cfg: dict, stage: str) -> dict:
+    """``compile()`` arguments of ``stage``: F's SGD, C's SGD (x10) and, for ``adapt``, D's Adam,
+    each with the poly schedule of the stage."""
+    s, o = cfg[stage], cfg["optim"]
+    opts = fopt.official_optimizers(
+        base_lr=float(s["base_lr"]),
+        base_lr_d=float(s.get("base_lr_d", 1e-4)),
+        max_iter=int(s["max_iter"]),
+        power=float(o["power"]),
+        momentum=float(o["momentum"]),
+        weight_decay=float(o["weight_decay"]),
+        classifier_lr_multiplier=float(o["classifier_lr_multiplier"]),
+        adam_betas=tuple(o["adam_betas"]),
+    )
+    if stage != "adapt":
+        opts.pop("discriminator_optimizer")
+    return opts
