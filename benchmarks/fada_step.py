@@ -11,7 +11,7 @@ Frozen-BN gammas are set to 0.5 so activations stay finite (values only; the wor
 
 ``--without jax torch`` measures the process as it is in an install without those packages (e.g.
 ``pip install keras-fada[torch]``, which has no JAX): Keras 3.15 imports JAX whenever it is
-installed, 107 MiB of RSS in a torch or TensorFlow process that never uses it. The packages are
+installed, which adds RSS to a torch or TensorFlow process that never uses it. The packages are
 hidden from the import system before Keras is imported, so keras-fada must run without them.
 """
 
@@ -89,8 +89,8 @@ def peak_rss_mib():
 def seed_everything(seed):
     """``keras.utils.set_random_seed`` without importing TensorFlow into a torch or JAX process.
 
-    Keras seeds TensorFlow too whenever it is installed, which imports it: +0.4 GiB of RSS that
-    a training step on another backend never uses (the reference process has no TensorFlow)."""
+    Keras seeds TensorFlow too whenever it is installed, which imports it: RSS that a training
+    step on another backend never uses (the reference process has no TensorFlow)."""
     if keras.backend.backend() == "tensorflow":
         keras.utils.set_random_seed(seed)
         return

@@ -10,8 +10,8 @@ configuration is to the reference's median of the same invocation.
 
 By default (``--install extras``) each keras-fada process runs as in the install its backend needs,
 ``pip install keras-fada[<backend>]``: the optional backends it does not use are hidden
-(``fada_step.py --without``), since Keras imports JAX whenever it is installed (107 MiB of RSS in a
-torch process). ``--install all`` measures with everything this environment has, as the tables
+(``fada_step.py --without``), since Keras imports JAX whenever it is installed (RSS a torch process
+never uses). ``--install all`` measures with everything this environment has, as the tables
 dated before 2026-12-03 did.
 
 Progress goes to stderr, one JSON line to stdout:

@@ -1,7 +1,7 @@
 """Backend-neutral tensor helpers that Keras core lacks.
 
 `conv2d` is ``keras.ops.conv`` (channels-last, the layout of every keras-fada network) computed
-on each backend's fastest kernel for the same sum; see its docstring for the measurements.
+on each backend's fastest kernel for the same sum; see its docstring and docs/performance.md.
 
 `resize_bilinear` exists because the official FADA code upsamples every logit map (classifier and
 discriminator) with ``F.interpolate(..., mode="bilinear", align_corners=True)``, while
@@ -110,10 +110,7 @@ def materialized_relu(x):
     ``dy * (y > 0)`` on the materialised output (as torch's and TensorFlow's ReLU gradients
     are), which the next convolution keeps anyway (``keras_fada/backend/jax_materialize.py``).
     Same values, same gradient (0 at 0) on every backend; other backends and XLA on GPUs run
-    ``keras.ops.relu``.
-
-    FADA step at 256x512 on JAX (2-core CPU): 18.8-19.8 -> 15.0 s per iteration, peak RSS
-    3.5 -> 3.1 GiB.
+    ``keras.ops.relu``. The FADA step on JAX gets faster and lighter (benchmarks/RESULTS.md).
     """
     if keras.backend.backend() == "jax" and _jax_on_cpu():
         from keras_fada.backend import jax_materialize
@@ -134,7 +131,7 @@ def conv2d(x, kernel, strides=1, padding="valid", dilation_rate=1, bias=None):
 
     * **JAX on the CPU**: 1x1 convolutions as GEMMs (``_pointwise_as_gemm``) and the weight
       gradient of stride-1 convolutions as per-tap GEMMs (``keras_fada/backend/jax_conv.py``),
-      which XLA's CPU backend runs 2-6x faster than its own convolution gradients. On a GPU,
+      which XLA's CPU backend runs several times faster than its own convolution gradients. On a GPU,
       XLA's cuDNN convolutions stay.
     * **torch** (``keras_fada/backend/torch_conv.py``): NCHW memory behind NHWC views, so a
       network runs without Keras' two layout copies per convolution.
@@ -142,10 +139,9 @@ def conv2d(x, kernel, strides=1, padding="valid", dilation_rate=1, bias=None):
       convolutions with at least 1024 input channels run as one GEMM over their taps
       (``_same_convolution_as_gemm``). Dilated convolutions with up to 256 input channels run
       without space-to-batch (``keras_fada/backend/tensorflow_conv.py``). In bfloat16, 1x1
-      convolutions run as GEMMs: oneDNN's bf16 weight gradient of a 1x1 convolution costs 4-7x
-      its forward pass, the GEMM's about 1x (forward + backward, 32x64, 1024->256: 11.7 -> 8.0
-      ms; 512->2048: 34.7 -> 25.3 ms on an AMX CPU); in float32 the two are within 10% either
-      way, so the convolution stays.
+      convolutions run as GEMMs: oneDNN's bf16 weight gradient of a 1x1 convolution costs
+      several times its forward pass, the GEMM's about as much as its forward; in float32 the
+      two are close either way, so the convolution stays.
 
     Args:
         x: ``(N, H, W, C_in)``.
@@ -211,11 +207,9 @@ def _same_convolution_as_gemm(x, kernel, dilation):
     """A stride-1 zero-padded "same" convolution as one GEMM over all its taps, then shift-and-add.
 
     With thousands of input channels and a few hundred outputs, ``(HW, C_in) @ (C_in, k*k*C_out)``
-    runs at the GEMM's speed where oneDNN's convolution in TensorFlow does not: the
-    discriminator's first convolution (2048->256, 3x3, on 32x64), forward 117-135 -> 80-92 ms
-    (torch's convolution: 71 ms), forward + backward 324 -> 299 ms; FADA step at 256x512 -2 to
-    -3.5% (two A/B pairs), peak RSS +80-130 MiB for the tap maps. JAX gained 320 -> 266 ms on
-    the convolution alone but nothing measurable on the step, so it keeps its convolution.
+    runs at the GEMM's speed where oneDNN's convolution in TensorFlow does not (the
+    discriminator's first convolution, 2048->256), at the cost of the tap maps in memory. JAX's
+    step gained nothing from it, so JAX keeps its convolution (benchmarks/RESULTS.md).
     """
     kh, kw, cin, cout = (int(v) for v in kernel.shape)
     offsets = [

@@ -1,15 +1,13 @@
 """Convolutions on JAX in the forms XLA's CPU backend runs fast; the maths is ``lax.conv``'s.
 
-Measured on this project's 2-core CPU (forward + gradients, 1 image, stride-8 ResNet shapes):
-XLA's convolution *weight* gradient is 2.5-3x the forward's cost, and its 1x1 convolutions are
-4-6x slower than the same GEMM. So a 1x1 convolution is a GEMM over channels
+On the CPU, XLA's convolution *weight* gradient costs several times its forward pass, and its 1x1
+convolutions are slower than the same GEMM. So a 1x1 convolution is a GEMM over channels
 (``keras_fada.ops._pointwise_as_gemm``, shared with TensorFlow's bfloat16 route), and a stride-1
 k x k convolution keeps XLA's forward and input gradient but takes its weight gradient as k*k
-GEMMs ``x_shift^T @ dy`` (weight gradient alone, 64->64 at 64x128: 25 -> 13 ms; 256->256 d=2 at
-32x64: 49 -> 26 ms; 512->512 d=4: 281 -> 125 ms; 2048->256: 380 -> 318 ms). With few output
-channels (the ASPP and discriminator heads, 2048->19 d=12: 141 -> 211 ms) the GEMMs are too thin
-and XLA's own gradient stays. The taps run in a ``lax.scan`` so that one shifted window exists at a
-time: unrolled, XLA materialised them together (FADA step at 256x512: 5.6 vs 4.4 GiB peak RSS).
+GEMMs ``x_shift^T @ dy``. With few output channels (the ASPP and discriminator heads) the GEMMs
+are too thin and XLA's own gradient stays. The taps run in a ``lax.scan`` so that one shifted
+window exists at a time (unrolled, XLA materialises them all together). Why and how much:
+docs/performance.md and benchmarks/RESULTS.md.
 """
 
 import functools

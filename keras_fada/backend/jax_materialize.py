@@ -3,7 +3,7 @@
 The output is divided by a runtime one, ``1 + 0 * y``: XLA never duplicates a fusion that holds
 a division, so ``y`` is computed once. The backward pass reads only ``y``, ``dy * (y > 0)``:
 anything XLA could recompute from the ReLU's inputs would keep those inputs alive (in the
-ResNet, every conv3 output and shortcut, 2 x 184 MB at 256x512).
+ResNet, every conv3 output and shortcut).
 """
 
 import jax

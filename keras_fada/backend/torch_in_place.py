@@ -4,8 +4,8 @@ The reference PyTorch ResNet (torchvision's ``Bottleneck``) runs its ReLUs with 
 and adds the shortcut with ``out += identity``; Keras layers allocate a new tensor for every
 frozen BatchNorm (two: the product, then the sum), ReLU and Add. In an eager ResNet-101 that is
 ten activation-sized allocations per bottleneck instead of the three convolution outputs, and
-glibc's heap fragments under that churn: the Keras-on-torch FADA step at 256x512 held about
-1.3 GB more resident memory than its live tensors (measured with ``MALLOC_MMAP_THRESHOLD_``).
+glibc's heap fragments under that churn, so the process holds far more memory than its live
+tensors (docs/performance.md; figures in benchmarks/RESULTS.md).
 
 ``FeatureExtractor`` *donates* a layer's first input when that layer is its last reader
 (``donating``); ``FrozenBatchNormalization``, ``ReLU`` and ``Add`` then overwrite it

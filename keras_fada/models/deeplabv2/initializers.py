@@ -1,9 +1,9 @@
 """PyTorch's initialisations of the official networks, drawn on the host with NumPy.
 
 Drawing with NumPy instead of ``keras.random`` gives the same distributions on every backend but
-avoids one XLA compilation per weight shape on JAX (about 1.5 s each on a 2-core CPU, i.e. tens of
-seconds to build ResNet-101). ``keras.utils.set_random_seed`` seeds NumPy too, so builds stay
-reproducible; an explicit ``seed`` makes every call return the same values.
+avoids one XLA compilation per weight shape on JAX (tens of seconds to build ResNet-101 otherwise).
+``keras.utils.set_random_seed`` seeds NumPy too, so builds stay reproducible; an explicit ``seed``
+makes every call return the same values.
 """
 
 import math
