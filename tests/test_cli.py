@@ -5,9 +5,9 @@ import os
 
 import pytest
 from click.testing import CliRunner
-from keras_fada.cli.main import cli
 
 from keras_fada import config as C
+from keras_fada.cli.main import cli
 
 TINY = [
     "data.synthetic.num_source=12",

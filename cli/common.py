@@ -1,0 +1,105 @@
+"""What every command shares: the one-line user error, the task and backbone options, and turning
+a checkpoint, sizes and scales given on the command line into values."""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import click
+
+from keras_fada.config import ConfigError, backbones
+from keras_fada.training.tasks import TASK_NAMES
+
+
+class UserError(click.UsageError):
+    """One line, exit code 2, no usage text."""
+
+    def show(self, file=None):
+        click.echo(f"Error: {self.format_message()}", err=True, file=file)
+
+
+def _known_errors():
+    from keras_fada.data.datasets import DatasetError
+    from keras_fada.training import RunError
+
+    return (ConfigError, DatasetError, RunError)
+
+
+def user_errors(fn):
+    """Converts the library's user-mistake exceptions into :class:`UserError`."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except _known_errors() as e:
+            raise UserError(" ".join(str(e).split())) from None
+
+    return wrapper
+
+
+BACKBONE = click.Choice(backbones())
+
+
+def _check_task(ctx, param, value):
+    if value is not None and value not in TASK_NAMES:
+        raise click.BadParameter(f"unknown task {value!r}; tasks: {', '.join(TASK_NAMES)}")
+    return value
+
+
+task_option = click.option(
+    "--task", required=True, callback=_check_task, help=f"One of: {', '.join(TASK_NAMES)}."
+)
+
+
+def with_data_root(overrides, data_root) -> list:
+    """The ``KEY=VALUE`` overrides plus ``data.root`` when ``--data-root`` is given."""
+    return [*overrides, f"data.root={data_root}"] if data_root else list(overrides)
+
+
+def checkpoint_config(task, checkpoint, backbone, data_root, config_file, overrides) -> dict:
+    """The config to use a checkpoint with: its run's ``config.yaml`` beside it when that run was
+    made for ``task`` (and ``backbone``), else the task's."""
+    from keras_fada import config as C
+
+    if not os.path.isfile(checkpoint):
+        raise UserError(f"checkpoint {checkpoint!r} does not exist")
+    base = None
+    near = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "config.yaml")
+    if os.path.isfile(near):
+        base = C.read_yaml(near)
+        if base.get("task") != task or (backbone and backbone != base.get("backbone")):
+            base = None
+    return C.load_config(task, backbone, config_file, with_data_root(overrides, data_root), base=base)
+
+
+def parse_scales(multiscale, scales, cfg) -> tuple:
+    if scales:
+        try:
+            return tuple(float(s) for s in scales.split(","))
+        except ValueError:
+            raise UserError(f"--scales must be comma-separated numbers, got {scales!r}") from None
+    if multiscale:
+        return tuple(float(s) for s in cfg["eval"]["scales"])
+    return (1.0,)
+
+
+def parse_size(text):
+    if text is None:
+        return None
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+        return (h, w)
+    except ValueError:
+        raise UserError(f"--size must be HxW, e.g. 512x1024, got {text!r}") from None
+
+
+def sibling_path(checkpoint, suffix) -> str:
+    """``runs/x/segmentor.weights.h5`` + ``.eval.json`` -> ``runs/x/segmentor.eval.json``."""
+    stem = checkpoint
+    for ext in (".weights.h5", ".pth", ".safetensors", ".npz"):
+        if stem.endswith(ext):
+            stem = stem[: -len(ext)]
+            break
+    return stem + suffix

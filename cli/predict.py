@@ -1,0 +1,58 @@
+"""``keras-fada predict``: colourised segmentations, overlays and label PNGs of images."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from keras_fada.cli.common import BACKBONE, UserError, parse_size, user_errors
+
+
+@click.command()
+@click.option("--checkpoint", required=True)
+@click.option("--backbone", type=BACKBONE, default=None, help="Default: the run's, else resnet101.")
+@click.option("--num-classes", type=int, default=None, help="Default: the run's, else 19.")
+@click.option("--output", default="predictions", show_default=True, help="Output folder.")
+@click.option("--size", default=None, help="Resize inputs to HxW before the network (default: as is).")
+@click.option("--alpha", type=float, default=0.5, show_default=True, help="Overlay opacity.")
+@click.argument("images", nargs=-1, required=True)
+@user_errors
+def predict(checkpoint, backbone, num_classes, output, size, alpha, images):
+    """Colourised segmentations (Cityscapes palette) and overlays of IMAGES."""
+    import numpy as np
+    from PIL import Image
+
+    from keras_fada import config as C
+    from keras_fada import evaluation
+    from keras_fada.data import labels as L
+    from keras_fada.training.build import load_segmentor
+
+    if not os.path.isfile(checkpoint):
+        raise UserError(f"checkpoint {checkpoint!r} does not exist")
+    near = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "config.yaml")
+    run = C.read_yaml(near) if os.path.isfile(near) else {}
+    backbone = backbone or run.get("backbone", "resnet101")
+    k = num_classes or int(run.get("num_classes", 19))
+    segmentor = load_segmentor(checkpoint, backbone, k)
+    size = parse_size(size)
+    palette = np.array(L.CITYSCAPES_PALETTE + ((0, 0, 0),) * (256 - len(L.CITYSCAPES_PALETTE)), np.uint8)
+    os.makedirs(output, exist_ok=True)
+    for path in images:
+        try:
+            rgb = np.asarray(Image.open(path).convert("RGB"))
+        except (OSError, ValueError):
+            raise UserError(f"cannot read image {path!r}") from None
+        x = rgb[None].astype("float32")
+        if size:
+            x = np.asarray(Image.fromarray(rgb).resize(size[::-1], Image.BICUBIC), "float32")[None]
+        pred = evaluation.predict_probabilities(segmentor, x, rgb.shape[:2])[0].argmax(-1)
+        colour = palette[pred]
+        stem = os.path.splitext(os.path.basename(path))[0]
+        Image.fromarray(colour).save(os.path.join(output, f"{stem}_color.png"))
+        overlay = (alpha * colour + (1 - alpha) * rgb).astype(np.uint8)
+        Image.fromarray(overlay).save(os.path.join(output, f"{stem}_overlay.png"))
+        labels = Image.fromarray(pred.astype(np.uint8), mode="P")
+        labels.putpalette(L.palette_flat(L.CITYSCAPES_PALETTE))
+        labels.save(os.path.join(output, f"{stem}_labels.png"))
+        click.echo(f"{path} -> {output}/{stem}_{{color,overlay,labels}}.png")
