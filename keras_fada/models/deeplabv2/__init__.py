@@ -10,7 +10,12 @@ Example:
 from keras_fada.models.deeplabv2.aspp_classifier import ASPPClassifier
 from keras_fada.models.deeplabv2.feature_extractor import FeatureExtractor
 from keras_fada.models.deeplabv2.initializers import HostRandom
-from keras_fada.models.deeplabv2.normalization import FrozenBatchNormalization, ImageNormalization
+from keras_fada.models.deeplabv2.normalization import (
+    FrozenBatchNormalization,
+    ImageNormalization,
+    batch_norm_layers,
+    freeze_batch_norm,
+)
 from keras_fada.models.deeplabv2.resnet_backbone import resnet_feature_extractor
 from keras_fada.models.deeplabv2.segmentor import (
     Segmentor,
@@ -35,12 +40,14 @@ __all__ = [
     "HostRandom",
     "ImageNormalization",
     "Segmentor",
+    "batch_norm_layers",
     "convert_checkpoint",
     "deeplabv2_resnet",
     "deeplabv2_resnet101",
     "deeplabv2_resnet_small",
     "deeplabv2_vgg",
     "deeplabv2_vgg16",
+    "freeze_batch_norm",
     "load_state_dict",
     "load_torch_weights",
     "read_checkpoint",

@@ -106,3 +106,36 @@ class FrozenBatchNormalization(layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+
+def batch_norm_layers(model):
+    """Every ``keras.layers.BatchNormalization`` in ``model``, at any depth, each once.
+
+    Public API only: a ``keras.Model``'s sublayers are its ``layers``; a plain layer's are the
+    layers it holds as attributes (alone or in lists, tuples and dicts), which is what Keras tracks.
+    """
+    found, seen = [], set()
+
+    def visit(obj):
+        if isinstance(obj, (list, tuple)):
+            for item in obj:
+                visit(item)
+        elif isinstance(obj, dict):
+            for item in obj.values():
+                visit(item)
+        elif isinstance(obj, layers.Layer) and id(obj) not in seen:
+            seen.add(id(obj))
+            if isinstance(obj, layers.BatchNormalization):
+                found.append(obj)
+            visit(obj.layers if isinstance(obj, keras.Model) else list(vars(obj).values()))
+
+    visit(model.layers if isinstance(model, keras.Model) else list(vars(model).values()))
+    return found
+
+
+def freeze_batch_norm(segmentor):
+    """Fixes the statistics and affine parameters of every BatchNorm of ``segmentor`` (official
+    ``FREEZE_BN`` for a segmentor built with trainable BatchNorm): ``trainable = False``, which
+    in Keras also makes the layer normalise with its moving statistics during ``fit``."""
+    for layer in batch_norm_layers(segmentor):
+        layer.trainable = False
