@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_fada.backend import keras_internals
 from keras_fada.ops import match_variable_layout
 
 #: Official values (official-code-facts §1): R101 adversarial stage.
@@ -70,7 +71,7 @@ class TorchSGD(_SlotsLikeWeights, keras.optimizers.Optimizer):
         if self.l2:
             step = step + self.l2 * variable
         if self.momentum:
-            buf = self.momentums[self._get_variable_index(variable)]
+            buf = self.momentums[keras_internals.slot_index(self, variable)]
             if _tf_fused_momentum(variable, buf, lr, step, self.momentum):
                 return
             self.assign(buf, self.momentum * buf + step)
@@ -119,8 +120,7 @@ class TorchAdam(_SlotsLikeWeights, keras.optimizers.Adam):
         lr = ops.cast(learning_rate, variable.dtype)
         gradient = ops.cast(gradient, variable.dtype)
         step = ops.cast(self.iterations + 1, variable.dtype)
-        index = self._get_variable_index(variable)
-        m, v = self._momentums[index], self._velocities[index]
+        m, v = keras_internals.adam_moments(self, variable)
         self.assign(m, self.beta_1 * m + (1 - self.beta_1) * gradient)
         self.assign(v, self.beta_2 * v + (1 - self.beta_2) * ops.square(gradient))
         m_hat = m / (1 - ops.power(ops.cast(self.beta_1, variable.dtype), step))
@@ -166,9 +166,26 @@ def official_optimizers(
     }
 
 
+def learning_rate_schedule(optimizer):
+    """The optimiser's learning rate as configured: a ``LearningRateSchedule`` (an equal copy,
+    rebuilt from ``get_config()``) or a float."""
+    lr = optimizer.get_config()["learning_rate"]
+    if not isinstance(lr, dict):
+        return lr
+    try:
+        return keras.optimizers.schedules.deserialize(lr)
+    except (TypeError, ValueError) as e:
+        raise ValueError(
+            f"cannot rebuild the learning-rate schedule of optimizer {optimizer.name!r} from its config "
+            f"(register its class with keras.saving.register_keras_serializable): {e}"
+        ) from e
+
+
 def learning_rate_at(optimizer, step=None):
     """The learning rate ``optimizer`` uses at ``step`` (default: its own iteration count)."""
-    lr = optimizer._learning_rate
+    if step is None:
+        return float(ops.convert_to_numpy(optimizer.learning_rate))
+    lr = learning_rate_schedule(optimizer)
     if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
-        lr = lr(optimizer.iterations if step is None else step)
+        lr = lr(step)
     return float(ops.convert_to_numpy(lr))

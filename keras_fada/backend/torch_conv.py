@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from keras import ops
 
+from keras_fada.backend.keras_internals import set_torch_parameter, torch_parameter
+
 
 def conv2d(x, kernel, strides, padding, dilation, bias=None):
     """Channels-last ``keras.ops.conv`` with symmetric zero ``padding``; all three are pairs."""
@@ -32,10 +34,10 @@ def conv2d(x, kernel, strides, padding, dilation, bias=None):
 
 
 def _replace_parameter(variable, tensor):
-    # Keras' torch Variable holds its torch.nn.Parameter in `_value`. Replacing it before the
-    # owning layer tracks its parameters (Layer._post_build, after build()) keeps the layer's
-    # torch_params, zero_grad() and the optimisers on this one Parameter.
-    variable._value = torch.nn.Parameter(tensor, requires_grad=variable._value.requires_grad)
+    # Before the owning layer tracks its parameters (after build()), so that the layer's
+    # torch_params, zero_grad() and the optimisers all hold this one Parameter.
+    requires_grad = torch_parameter(variable).requires_grad
+    set_torch_parameter(variable, torch.nn.Parameter(tensor, requires_grad=requires_grad))
 
 
 def store_channels_first(kernel):
@@ -45,7 +47,7 @@ def store_channels_first(kernel):
     kernel to OIHW (170 MB per ResNet-101 forward pass, interleaved with the activations, which
     fragments the heap) and every backward pass copies the OIHW weight gradient back to HWIO.
     """
-    value = kernel._value
+    value = torch_parameter(kernel)
     if value is None or value.dim() != 4 or value.permute(3, 2, 0, 1).is_contiguous():
         return
     oihw = value.detach().permute(3, 2, 0, 1).contiguous()
@@ -56,7 +58,7 @@ def match_layout(variable, reference):
     """Gives ``variable`` (an optimiser slot) the memory layout of ``reference`` (its weight), so
     the update's elementwise ops run over matching strides (DeepLabV2-R101's SGD update: 0.33 s,
     against 0.61 s with contiguous slots)."""
-    value, ref = variable._value, reference._value
+    value, ref = torch_parameter(variable), torch_parameter(reference)
     if value is None or ref is None or value.stride() == ref.stride():
         return
     _replace_parameter(variable, torch.empty_like(ref, dtype=value.dtype).copy_(value.detach()))

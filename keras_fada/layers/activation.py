@@ -39,6 +39,7 @@ class Add(keras.layers.Add):
     (1, 4, 4, 8)
     """
 
-    def _merge_function(self, inputs):
+    def call(self, inputs):
+        # add_ works only on two tensors of the same shape and dtype (else None: Keras' Add).
         out = in_place_if_donated("add_", *inputs) if len(inputs) == 2 else None
-        return super()._merge_function(inputs) if out is None else out
+        return super().call(inputs) if out is None else out

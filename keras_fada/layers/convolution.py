@@ -3,15 +3,8 @@
 import keras
 from keras import ops
 
+from keras_fada.backend.keras_internals import variables_as_stored
 from keras_fada.ops import conv2d, store_conv2d_kernel
-
-
-def _variables_as_stored():
-    """A scope in which variables read as stored (float32), not autocast to the compute dtype
-    (Keras' own mechanism for a layer built with ``autocast=False``)."""
-    from keras.src.backend import AutocastScope
-
-    return AutocastScope(None)
 
 
 @keras.saving.register_keras_serializable(package="keras_fada")
@@ -55,7 +48,7 @@ class Conv2D(keras.layers.Conv2D):
         if self.use_bias or self.activation is not keras.activations.linear:
             raise ValueError(f"{self.name}: call_scaled needs a bias-free linear convolution")
         dtype = self.compute_dtype
-        with _variables_as_stored():  # W * s in float32, then one cast (two with autocast)
+        with variables_as_stored():  # W * s in float32, then one cast (two with autocast)
             kernel = ops.cast(ops.convert_to_tensor(self.kernel) * scale, dtype)
         return conv2d(
             ops.cast(inputs, dtype),

@@ -4,14 +4,14 @@ import collections
 import contextlib
 
 import keras
-from keras import tree
 
+from keras_fada.backend import keras_internals
 from keras_fada.layers.convolution import Conv2D
 from keras_fada.models.deeplabv2.normalization import FrozenBatchNormalization
 
 
 @keras.saving.register_keras_serializable(package="keras_fada")
-class FeatureExtractor(keras.Model):
+class FeatureExtractor(keras_internals.GraphRunner, keras.Model):
     """A functional ``keras.Model`` that drops each intermediate tensor after its last use.
 
     Built and saved like any functional model (``FeatureExtractor(inputs, outputs, name=...)``).
@@ -54,61 +54,47 @@ class FeatureExtractor(keras.Model):
             return keras.backend.backend() == "tensorflow"
         return bool(self.fold_frozen_batch_norm)
 
-    def _run_through_graph(self, inputs, operation_fn=lambda op: op, call_fn=None):
-        # Keras' Function._run_through_graph (3.15) plus the reference counts and the folding.
-        inputs = tree.flatten(inputs)
+    def run_graph(self, inputs, nodes, operation_fn):
+        """Keras' functional graph run (``keras_internals.GraphRunner``) plus the reference counts
+        and the folding."""
         tensor_dict = {id(x): y for x, y in zip(self.inputs, inputs, strict=False)}
         keep = {id(x) for x in self.outputs} | {id(x) for x in self.inputs}
-        depths = sorted(self._nodes_by_depth, reverse=True)
-        uses = collections.Counter(
-            id(x)
-            for depth in depths
-            for node in self._nodes_by_depth[depth]
-            if node.operation and not node.is_input
-            for x in node.input_tensors
-        )
+        uses = collections.Counter(id(x) for node in nodes for x in node.inputs)
         symbolic = any(isinstance(x, keras.KerasTensor) for x in inputs)
-        fold = self._folds() and call_fn is None and not symbolic
-        folded = self.folded_batch_norms() if fold else {}
-        folded_convs = {id(conv) for conv in folded.values()}
-        for depth in depths:
-            for node in self._nodes_by_depth[depth]:
-                if not node.operation or node.is_input or id(node) in folded_convs:
-                    continue  # a folded convolution runs with its BatchNorm
-                conv = folded.get(id(node))
-                reads = (conv or node).input_tensors
-                if any(id(x) not in tensor_dict for x in reads):
-                    continue  # not computable: its inputs stay (never released)
-                if conv is not None:
-                    scale, shift = self._get_operation_for_node(node).scale_and_shift()
-                    convolution = self._get_operation_for_node(conv)
-                    outputs = convolution.call_scaled(tensor_dict[id(reads[0])], scale, shift)
-                else:
-                    args, kwargs = node.arguments.fill_in(tensor_dict)
-                    with self._donating(node, tensor_dict, uses, keep):
-                        if call_fn is not None:
-                            outputs = call_fn(operation_fn(node.operation), *args, **kwargs)
-                        else:
-                            outputs = operation_fn(self._get_operation_for_node(node))(*args, **kwargs)
-                    del args, kwargs
-                for x, y in zip(node.outputs, tree.flatten(outputs), strict=False):
-                    tensor_dict[id(x)] = y
-                del outputs
-                for x in reads:
-                    uses[id(x)] -= 1
-                    if uses[id(x)] == 0 and id(x) not in keep:
-                        del tensor_dict[id(x)]
-        return tree.pack_sequence_as(self._outputs_struct, [tensor_dict[id(x)] for x in self.outputs])
-
-    def folded_batch_norms(self):
-        """``{id(BatchNorm node): Conv2D node}`` for every ``FrozenBatchNormalization`` that is the
-        only reader of a bias-free, linear ``keras_fada.layers.Conv2D`` (not a model output)."""
-        readers = collections.defaultdict(list)
-        nodes = [
-            n for depth in self._nodes_by_depth.values() for n in depth if n.operation and not n.is_input
-        ]
+        folded = self.folded_batch_norms(nodes) if self._folds() and not symbolic else {}
+        folded_convs = {conv.key for conv in folded.values()}
         for node in nodes:
-            for x in node.input_tensors:
+            if node.key in folded_convs:
+                continue  # a folded convolution runs with its BatchNorm
+            conv = folded.get(node.key)
+            reads = (conv or node).inputs
+            if any(id(x) not in tensor_dict for x in reads):
+                continue  # not computable: its inputs stay (never released)
+            if conv is not None:
+                scale, shift = node.operation.scale_and_shift()
+                outputs = conv.operation.call_scaled(tensor_dict[id(reads[0])], scale, shift)
+            else:
+                args, kwargs = node.fill_in(tensor_dict)
+                with self._donating(node, tensor_dict, uses, keep):
+                    outputs = operation_fn(node.operation)(*args, **kwargs)
+                del args, kwargs
+            for x, y in zip(node.outputs, keras.tree.flatten(outputs), strict=False):
+                tensor_dict[id(x)] = y
+            del outputs
+            for x in reads:
+                uses[id(x)] -= 1
+                if uses[id(x)] == 0 and id(x) not in keep:
+                    del tensor_dict[id(x)]
+        return keras_internals.pack_outputs(self, [tensor_dict[id(x)] for x in self.outputs])
+
+    def folded_batch_norms(self, nodes=None):
+        """``{BatchNorm node key: Conv2D node}`` (``keras_internals.GraphNode``) for every
+        ``FrozenBatchNormalization`` that is the only reader of a bias-free, linear
+        ``keras_fada.layers.Conv2D`` (not a model output)."""
+        nodes = keras_internals.graph_nodes(self) if nodes is None else nodes
+        readers = collections.defaultdict(list)
+        for node in nodes:
+            for x in node.inputs:
                 readers[id(x)].append(node)
         outputs = {id(x) for x in self.outputs}
         pairs = {}
@@ -123,17 +109,17 @@ class FeatureExtractor(keras.Model):
             (y,) = node.outputs
             (reader, *others) = readers[id(y)] or [None]
             if not others and isinstance(getattr(reader, "operation", None), FrozenBatchNormalization):
-                if id(y) not in outputs and len(reader.input_tensors) == 1:
-                    pairs[id(reader)] = node
+                if id(y) not in outputs and len(reader.inputs) == 1:
+                    pairs[reader.key] = node
         return pairs
 
     @staticmethod
     def _donating(node, tensor_dict, uses, keep):
         """On torch: lets the node overwrite its first input when it is that tensor's last reader
         and no other live tensor shares its memory (``keras_fada/backend/torch_in_place.py``)."""
-        if keras.backend.backend() != "torch" or not node.input_tensors:
+        if keras.backend.backend() != "torch" or not node.inputs:
             return contextlib.nullcontext()
-        first = id(node.input_tensors[0])
+        first = id(node.inputs[0])
         if uses[first] != 1 or first in keep:
             return contextlib.nullcontext()
         from keras_fada.backend import torch_in_place

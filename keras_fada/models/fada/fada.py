@@ -211,9 +211,12 @@ class FADA(SegmentationTrainer):
             return super().make_train_function(force)
         if self.train_function is not None and not force:
             return self.train_function
+        from keras_fada.backend import keras_internals
         from keras_fada.models.fada import jax_two_pass
 
-        self.train_function = self._make_function(jax_two_pass.compiled_train_step(self))
+        # Built here, not by Keras' trainer, which may jit the whole step as one program.
+        step = jax_two_pass.compiled_train_step(self)
+        self.train_function = keras_internals.jax_train_function(self, step)
         return self.train_function
 
     def _jax_two_programs(self):

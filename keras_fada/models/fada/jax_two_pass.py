@@ -17,7 +17,6 @@ of ``FADA.compute_loss`` (tests/test_fada.py, tests/test_cross_backend.py).
 
 import jax
 import keras
-from keras.src import tree
 
 
 def _stateless(model, variables, fn):
@@ -82,10 +81,20 @@ def target_update(model, trainable, optimizer_vars, source_result, data):
     target_grads, rest, out, (trainable, non_trainable, optimizer_vars, metrics) = _gradients(
         model, state, loss_fn
     )
-    grads = tree.map_structure(lambda a, b: a + b, source_grads, target_grads)
+    grads = keras.tree.map_structure(lambda a, b: a + b, source_grads, target_grads)
     trainable, optimizer_vars = model.optimizer.stateless_apply(optimizer_vars, grads, trainable)
-    logs, metrics = model._update_metrics_variables(metrics, seg + rest, x, y, out, sample_weight)
+    logs, metrics = _update_metrics(model, metrics, seg + rest, x, y, out, sample_weight)
     return logs, (trainable, non_trainable, optimizer_vars, metrics)
+
+
+def _update_metrics(model, metrics, loss, x, y, out, sample_weight):
+    """The stateless metric update of a Keras step: ``loss`` into the ``"loss"`` metric, then
+    ``compute_metrics``; returns the logs and the new metric values."""
+    mapping = list(zip(model.metrics_variables, metrics, strict=True))
+    with keras.StatelessScope(state_mapping=mapping) as scope:
+        model._loss_metric().update_state(loss, sample_weight=x["source_images"].shape[0])
+        logs = model.compute_metrics(x, y, out, sample_weight)
+    return logs, [scope.get_current_value(v) for v in model.metrics_variables]
 
 
 def train_step(model, state, data):
@@ -97,14 +106,17 @@ def train_step(model, state, data):
 def compiled_train_step(model):
     """``train_step`` as two XLA programs; the second consumes (donates) the weights and the
     optimiser slots. BatchNorm and metric values pass through program 1, possibly as the very
-    buffers of the state, so they are not donated."""
-    source = jax.jit(lambda state, data: source_gradients(model, state, data))
-    target = jax.jit(
-        lambda trainable, optimizer_vars, source_result, data: target_update(
-            model, trainable, optimizer_vars, source_result, data
-        ),
-        donate_argnums=(0, 1),
-    )
+    buffers of the state, so they are not donated. tests/test_keras_internals.py counts the
+    compilations of the two by their names."""
+
+    def fada_source_gradients(state, data):
+        return source_gradients(model, state, data)
+
+    def fada_target_update(trainable, optimizer_vars, source_result, data):
+        return target_update(model, trainable, optimizer_vars, source_result, data)
+
+    source = jax.jit(fada_source_gradients)
+    target = jax.jit(fada_target_update, donate_argnums=(0, 1))
 
     def step(state, data):
         trainable, _, optimizer_vars, _ = state

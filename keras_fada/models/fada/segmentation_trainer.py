@@ -11,7 +11,7 @@ from keras_fada.ops import resize_bilinear
 def _scaled_copy(optimizer, multiplier):
     """A fresh optimiser like ``optimizer`` whose learning rate (or schedule) is scaled."""
     config = optimizer.get_config()
-    lr = optimizer._learning_rate
+    lr = fada_optimizers.learning_rate_schedule(optimizer)
     if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
         schedule_config = lr.get_config()
         if "initial_learning_rate" not in schedule_config:
@@ -83,6 +83,14 @@ class SegmentationTrainer(keras.Model):
         for extra in self.losses:  # regularisers a user may have attached
             loss = loss + ops.cast(ops.sum(extra), loss.dtype)
         return loss
+
+    def _loss_metric(self):
+        """The ``"loss"`` metric that ``fit`` logs, for a custom training step to update (found by
+        name in ``self.metrics``, as in Keras' guide to customising ``fit``)."""
+        for metric in self.metrics:
+            if metric.name == "loss":
+                return metric
+        raise ValueError(f"{self.name} has no 'loss' metric: compile() it first")
 
     # ------------------------------------------------------------------ optimisation
     def _optimizer_groups(self):

@@ -30,6 +30,6 @@ def train_step(model, data):
     grads = [
         a if b is None else b if a is None else a + b for a, b in zip(source_grads, target_grads, strict=True)
     ]
-    model._loss_tracker.update_state(seg + rest, sample_weight=tf.shape(x["source_images"])[0])
+    model._loss_metric().update_state(seg + rest, sample_weight=tf.shape(x["source_images"])[0])
     model.optimizer.apply(grads, weights)
     return model.compute_metrics(x, y, out, sample_weight=sample_weight)

@@ -23,7 +23,7 @@ def train_step(model, data):
     out = {**source, **model.target_outputs(x, source, training=True)}
     rest = model._with_layer_losses(model.target_loss(out))
     model.optimizer.scale_loss(rest).backward()
-    model._loss_tracker.update_state(seg.detach() + rest.detach(), sample_weight=x["source_images"].shape[0])
+    model._loss_metric().update_state(seg.detach() + rest.detach(), sample_weight=x["source_images"].shape[0])
     weights = model.trainable_weights[:]
     with torch.no_grad():
         model.optimizer.apply([v.value.grad for v in weights], weights)
