@@ -103,8 +103,8 @@ class FADA(SegmentationTrainer):
         self.discriminator_resolution = discriminator_resolution
         self.discriminator_weights = tuple(float(w) for w in discriminator_weights)
         self.two_pass = bool(two_pass)
-        self.adversarial_loss_tracker = keras.metrics.Mean(name="adv_loss")
-        self.discriminator_loss_tracker = keras.metrics.Mean(name="d_loss")
+        self.adversarial_loss_metric = keras.metrics.Mean(name="adv_loss")
+        self.discriminator_loss_metric = keras.metrics.Mean(name="d_loss")
 
     def _networks(self):
         return [self.segmentor, getattr(self, "discriminator", None)]
@@ -171,7 +171,7 @@ class FADA(SegmentationTrainer):
         seg = losses.segmentation_loss(
             out["source_logits"], batch["source_labels"], temperature=self.temperature
         )
-        self.segmentation_loss_tracker.update_state(seg)
+        self.segmentation_loss_metric.update_state(seg)
         return seg
 
     def target_loss(self, out):
@@ -186,8 +186,8 @@ class FADA(SegmentationTrainer):
             source_weight=source_weight,
             target_weight=target_weight,
         )
-        self.adversarial_loss_tracker.update_state(adv)
-        self.discriminator_loss_tracker.update_state(disc)
+        self.adversarial_loss_metric.update_state(adv)
+        self.discriminator_loss_metric.update_state(disc)
         return self.lambda_adv * adv + disc
 
     def train_step(self, *args):

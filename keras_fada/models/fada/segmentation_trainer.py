@@ -56,7 +56,7 @@ class SegmentationTrainer(keras.Model):
         self.segmentor = segmentor
         self.temperature = float(temperature)
         self.align_corners = bool(align_corners)
-        self.segmentation_loss_tracker = keras.metrics.Mean(name="seg_loss")
+        self.segmentation_loss_metric = keras.metrics.Mean(name="seg_loss")
         # Sub-networks come built (their variables define the optimiser groups at compile time).
         self.built = all(part is not None and part.built for part in self._networks())
 
@@ -76,7 +76,7 @@ class SegmentationTrainer(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         loss = losses.segmentation_loss(y_pred, y, temperature=self.temperature)
-        self.segmentation_loss_tracker.update_state(loss)
+        self.segmentation_loss_metric.update_state(loss)
         return self._with_layer_losses(loss)
 
     def _with_layer_losses(self, loss):
