@@ -21,8 +21,8 @@ OFFICIAL = {
 
 class _SlotsLikeWeights:
     """Optimiser slots (momentum, Adam's moments) in the memory layout of their weights: on torch
-    the conv kernels are stored OIHW (``keras_fada.ops.store_conv2d_kernel``), and over mismatched
-    strides the SGD update of DeepLabV2-R101 took 0.61 instead of 0.33 s."""
+    the conv kernels are stored OIHW (``keras_fada.ops.store_conv2d_kernel``), and an update over
+    mismatched strides is markedly slower."""
 
     def add_variable_from_reference(self, reference_variable, name=None, initializer="zeros"):
         slot = super().add_variable_from_reference(reference_variable, name, initializer)
@@ -86,7 +86,7 @@ class TorchSGD(_SlotsLikeWeights, keras.optimizers.Optimizer):
 
 def _tf_fused_momentum(variable, buf, lr, step, momentum):
     """TensorFlow: ``buf = momentum * buf + step; w -= lr * buf`` as one ResourceApplyMomentum
-    kernel (DeepLabV2-R101's SGD update 99 -> 63 ms per step). Not under a tf.distribute
+    kernel instead of several elementwise ops. Not under a tf.distribute
     strategy, whose mirrored variables Keras updates through its own ``assign``."""
     if keras.backend.backend() != "tensorflow":
         return False

@@ -1,11 +1,11 @@
 """Convolutions on torch in NCHW memory behind channels-last (NHWC) views.
 
 Keras' channels-last ``conv`` on torch copies every input to NCHW and then to channels-last
-memory, and oneDNN's channels-last kernels are slower here than NCHW (3x3 64->64 at 64x128: 31 vs
-18 ms forward + backward). This one hands ``conv2d`` an NCHW tensor (a free view when the input
-came from another convolution of this module, through any elementwise ops) and returns the result
-as an NHWC view of NCHW memory, so a network of these convolutions runs in NCHW memory end to
-end, as the reference PyTorch code does.
+memory, and oneDNN's channels-last kernels are slower than its NCHW ones (docs/performance.md).
+This one hands ``conv2d`` an NCHW tensor (a free view when the input came from another
+convolution of this module, through any elementwise ops) and returns the result as an NHWC view
+of NCHW memory, so a network of these convolutions runs in NCHW memory end to end, as the
+reference PyTorch code does.
 """
 
 import torch
@@ -44,8 +44,8 @@ def store_channels_first(kernel):
     """Keeps a ``(kh, kw, C_in, C_out)`` kernel variable in OIHW memory, as ``F.conv2d`` reads it.
 
     Same shape and values; only the strides change. Otherwise every ``conv2d`` call copies the
-    kernel to OIHW (170 MB per ResNet-101 forward pass, interleaved with the activations, which
-    fragments the heap) and every backward pass copies the OIHW weight gradient back to HWIO.
+    kernel to OIHW (interleaved with the activations, which fragments the heap) and every
+    backward pass copies the OIHW weight gradient back to HWIO.
     """
     value = torch_parameter(kernel)
     if value is None or value.dim() != 4 or value.permute(3, 2, 0, 1).is_contiguous():
@@ -56,8 +56,8 @@ def store_channels_first(kernel):
 
 def match_layout(variable, reference):
     """Gives ``variable`` (an optimiser slot) the memory layout of ``reference`` (its weight), so
-    the update's elementwise ops run over matching strides (DeepLabV2-R101's SGD update: 0.33 s,
-    against 0.61 s with contiguous slots)."""
+    the update's elementwise ops run over matching strides (mismatched strides make the update
+    markedly slower)."""
     value, ref = torch_parameter(variable), torch_parameter(reference)
     if value is None or ref is None or value.stride() == ref.stride():
         return

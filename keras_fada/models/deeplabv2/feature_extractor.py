@@ -20,8 +20,8 @@ class FeatureExtractor(keras_internals.GraphRunner, keras.Model):
     ``run_eagerly``) then hold all of ResNet-101's intermediate tensors (conv and BN outputs the
     backward pass never reads) at the end of the forward pass. Here a tensor is released once its
     last consuming layer has run; what autograd saved for the backward pass stays alive through
-    autograd. Keras-on-torch FADA step at 256×512: the source forward pass grew the process by
-    1.85 GB instead of 1.2 GB. Values are those of ``keras.Model`` (the same layers in the same order).
+    autograd, so the source forward pass of a Keras-on-torch FADA step holds much less memory.
+    Values are those of ``keras.Model`` (the same layers in the same order).
 
     A frozen BatchNorm that alone reads a bias-free ``keras_fada.layers.Conv2D`` runs folded into
     it: ``conv(x, W) * s + b`` as ``conv(x, W * s) + b`` (``Conv2D.call_scaled``), so the scale
@@ -42,11 +42,9 @@ class FeatureExtractor(keras_internals.GraphRunner, keras.Model):
     """
 
     # None: fold on TensorFlow only. There the BatchNorm is a separate pass over the activation
-    # map forward and backward, and oneDNN fuses the bias (and ReLU) into the convolution: FADA
-    # step at 256x512 5.96 -> 5.42 s. Torch already runs it in place and XLA fuses it into its
-    # neighbours; folded, each saves the scaled kernels for the backward pass (+170 MB per R101
-    # forward pass) for no measurable gain (torch 5.62 -> 5.49 s, peak RSS 2041 -> 2251 MiB;
-    # JAX 6.48 -> 6.62 s).
+    # map forward and backward, and oneDNN fuses the bias (and ReLU) into the convolution. Torch
+    # already runs it in place and XLA fuses it into its neighbours; folded, each saves the scaled
+    # kernels for the backward pass: more memory for no gain (figures: benchmarks/RESULTS.md).
     fold_frozen_batch_norm = None
 
     def _folds(self):
