@@ -20,7 +20,7 @@ from keras_fada.models import (
 )
 from keras_fada.models.deeplabv2 import FeatureExtractor, load_state_dict
 from keras_fada.models.deeplabv2.normalization import CAFFE_BGR_MEAN, IMAGENET_MEAN, IMAGENET_STD
-from tests import numpy_reference
+from tests.support import numpy_reference
 
 # Small ResNet: 2 blocks in the dilated stages so that both "first block keeps the previous dilation"
 # and the dilation-2/4 blocks are exercised; odd input size so that padding mistakes show.
@@ -48,7 +48,7 @@ def _n_params(variables):
 @pytest.mark.parametrize("frozen_bn", [True, False])
 def test_small_resnet_matches_torch(frozen_bn):
     pytest.importorskip("torch")
-    from tests import official_torch_nets as ref
+    from tests.support import official_torch_nets as ref
 
     backbone = ref.randomize(ref.ResNet(BLOCKS, WIDTHS, frozen_bn=frozen_bn), seed=1)
     fe_t = ref.FeatureExtractor(backbone)
@@ -76,7 +76,7 @@ def test_small_resnet_matches_torch(frozen_bn):
 
 def test_vgg_matches_torch():
     pytest.importorskip("torch")
-    from tests import official_torch_nets as ref
+    from tests.support import official_torch_nets as ref
 
     fe_t = ref.FeatureExtractor(ref.randomize(ref.vgg_backbone(VGG_WIDTHS, VGG_FC), seed=4))
     cls_t = ref.randomize(ref.ASPPClassifierV2(VGG_FC, 3), seed=5)
@@ -96,7 +96,7 @@ def test_vgg_matches_torch():
 def test_aspp_and_discriminator_match_torch_alone():
     pytest.importorskip("torch")
     from keras_fada.models.deeplabv2.weights import _Plan, classifier_variables, discriminator_variables
-    from tests import official_torch_nets as ref
+    from tests.support import official_torch_nets as ref
 
     cls_t = ref.randomize(ref.ASPPClassifierV2(24, 7), seed=6)
     disc_t = ref.randomize(ref.PixelDiscriminator(24, ndf=16, num_classes=7), seed=7)
@@ -151,7 +151,7 @@ def test_aspp_one_gemm_matches_numpy_dilated_convolutions():
 
 def test_aspp_one_gemm_gradients_match_four_convolutions():
     """d/dx and d/d(every kernel and bias) of the one-GEMM ASPP against keras.ops.conv's."""
-    from tests.backend_utils import value_and_grad
+    from tests.support.backend_utils import value_and_grad
 
     aspp, x = _aspp_case(seed=1)
     weights = np.random.default_rng(2).normal(size=(2, 9, 13, 5)).astype("float32")
@@ -506,7 +506,7 @@ def test_in_place_layers_keep_values_and_gradients(net, monkeypatch):
     # keras.Model over the same layers (the control) never does. Outputs, input gradients and
     # (torch) every kernel's gradient must be bitwise equal (so no BatchNorm folding here).
     from keras_fada.layers import Add, ReLU
-    from tests.backend_utils import value_and_grad
+    from tests.support.backend_utils import value_and_grad
 
     monkeypatch.setattr(FeatureExtractor, "fold_frozen_batch_norm", False)
 
@@ -590,7 +590,7 @@ def test_frozen_batch_norm_folds_into_the_convolution(monkeypatch):
     """conv(x, W) * s + b run as conv(x, W * s) + b: the values, the input gradient and every
     kernel's gradient are those of keras.Model over the same layers (the control), on every
     backend, and every BatchNorm of the ResNet body is folded."""
-    from tests.backend_utils import value_and_grads
+    from tests.support.backend_utils import value_and_grads
 
     fe = deeplabv2_resnet(4, blocks=BLOCKS, widths=WIDTHS, normalize_inputs=False).feature_extractor
     fe = _with_random_frozen_statistics(fe)

@@ -6,8 +6,8 @@ import pytest
 
 import keras_fada
 from keras_fada.optimizers import official_optimizers
-from tests import fada_fixtures as fx
-from tests import numpy_reference as ref
+from tests.support import fada_fixtures as fx
+from tests.support import numpy_reference as ref
 
 
 def test_two_iterations_match_numpy_reference():

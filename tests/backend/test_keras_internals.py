@@ -18,7 +18,7 @@ from keras_fada.models.deeplabv2 import (
     freeze_batch_norm,
 )
 from keras_fada.optimizers import TorchSGD, official_optimizers
-from tests import fada_fixtures as fx
+from tests.support import fada_fixtures as fx
 
 BACKEND = keras.backend.backend()
 

@@ -6,7 +6,7 @@ import numpy as np
 import keras_fada
 from keras_fada.models import ASPPClassifier, Segmentor
 from keras_fada.optimizers import official_optimizers
-from tests import numpy_reference as ref
+from tests.support import numpy_reference as ref
 
 K = 3
 DILATIONS = (1, 2)

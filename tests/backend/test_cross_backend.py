@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BACKENDS = ("tensorflow", "jax", "torch")
 
 
@@ -22,7 +22,7 @@ def test_two_fada_steps_agree_across_backends(tmp_path):
         out = tmp_path / f"{backend}.npz"
         env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
         proc = subprocess.run(
-            [sys.executable, "-m", "tests.cross_backend_step", str(out)],
+            [sys.executable, "-m", "tests.support.cross_backend_step", str(out)],
             cwd=ROOT,
             env=env,
             capture_output=True,

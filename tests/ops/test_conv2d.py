@@ -8,8 +8,8 @@ from keras import ops
 
 from keras_fada.layers import Conv2D
 from keras_fada.ops import conv2d
-from tests import numpy_reference as ref
-from tests.backend_utils import value_and_grad
+from tests.support import numpy_reference as ref
+from tests.support.backend_utils import value_and_grad
 
 # (kernel, stride, padding, dilation, symmetric padding of the equivalent PyTorch conv, filters):
 # every kind of convolution in the DeepLabV2 networks (1x1, strided 1x1 downsample, dilated 3x3,
