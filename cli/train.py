@@ -16,12 +16,17 @@ from keras_fada.config import STAGES
 @click.option("--backbone", type=BACKBONE, default=None, help="Default: the task's (synthetic: small).")
 @click.option("--config", "config_file", type=click.Path(), default=None, help="YAML merged on top.")
 @click.option("--data-root", default=None, help="Dataset root (default: config data.root = datasets).")
+@click.option(
+    "--pretrained",
+    default=None,
+    help="ImageNet weights (resnet101-5d3b4d8f.pth / vgg16-00b39a1b.pth), or 'scratch'.",
+)
 @click.option("--output", default=None, help="Run directory (default: runs/<task>-<backbone>).")
 @click.option("--resume", is_flag=True, help="Continue the run in --output.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.argument("overrides", nargs=-1)
 @user_errors
-def train(task, stage, backbone, config_file, data_root, output, resume, quiet, overrides):
+def train(task, stage, backbone, config_file, data_root, pretrained, output, resume, quiet, overrides):
     """Train one stage or the whole chain (source-only -> FADA -> pseudo labels -> self-distillation).
 
     OVERRIDES are KEY=VALUE with dotted keys, e.g. lambda_adv=0.01 encoder.mode=binary source.steps=500.
@@ -31,7 +36,7 @@ def train(task, stage, backbone, config_file, data_root, output, resume, quiet, 
     from keras_fada import config as C
 
     stages = list(STAGES) if stage == "all" else [stage]
-    overrides = with_data_root(overrides, data_root)
+    overrides = with_data_root(overrides, data_root) + ([f"pretrained={pretrained}"] if pretrained else [])
     base = None
     if resume and output and os.path.isfile(os.path.join(output, "config.yaml")):
         base = C.read_yaml(os.path.join(output, "config.yaml"))
