@@ -310,3 +310,15 @@ def test_convert_checkpoint_writes_weights_h5(tmp_path):
     np.testing.assert_allclose(_value(fresh(x)), _value(g(x)), rtol=1e-6, atol=1e-6)
     feats = g.feature_extractor(x)
     np.testing.assert_allclose(_value(fresh_disc(feats)), _value(disc(feats)), rtol=1e-6, atol=1e-6)
+
+
+def test_imagenet_file_with_a_discriminator_says_it_stays_random():
+    # was: silent; the discriminator kept its random init. A FADA file without model_D raises (above).
+    g, disc = _small()
+    before = [_value(v).copy() for v in disc.weights]
+    state = zeros(resnet_shapes(SMALL_BLOCKS, SMALL_WIDTHS), fill=1.0)
+    with pytest.warns(UserWarning, match="no 'model_D'.*discriminator keeps its random"):
+        load_state_dict(g, state, discriminator=disc)
+    assert all(np.all(_value(v) == 1) for v in g.feature_extractor.weights)
+    for b, v in zip(before, disc.weights, strict=True):
+        np.testing.assert_array_equal(b, _value(v))

@@ -21,6 +21,7 @@ Conv kernels are transposed from PyTorch ``(out, in, kh, kw)`` to Keras ``(kh, k
 import json
 import os
 import struct
+import warnings
 
 import keras
 import numpy as np
@@ -302,6 +303,12 @@ def load_state_dict(segmentor, state_dict, discriminator=None, kind="auto"):
     fe_targets = feature_extractor_variables(segmentor.feature_extractor)
     plan = _Plan()
     if kind == "imagenet":
+        if discriminator is not None:  # an ImageNet file has no discriminator: say so
+            warnings.warn(
+                "An ImageNet checkpoint has no 'model_D' section: the discriminator keeps its random "
+                "initialisation (only the feature extractor is loaded)",
+                stacklevel=2,
+            )
         source, names, ignorable, allow_unset = _imagenet_source(sections["imagenet"], fe_targets)
         plan.match("imagenet", fe_targets, source, names, ignorable, allow_unset)
         return plan.apply()
