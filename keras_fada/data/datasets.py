@@ -44,6 +44,10 @@ class DatasetSpec:
         list_file: optional text file with one image entry per line, relative to ``image_dir``
             (with or without ``image_suffix``), as the official list files; else the folder contents.
         layout: a human description of the expected layout, quoted in errors.
+        extra_image_suffixes: further image suffixes accepted beside ``image_suffix`` (NTHU Cross-City
+            ships ``.jpg`` and ``.png``); an entry without one takes the first that exists on disk.
+        raw_values: the raw label values the dataset's labels may hold (mapped or ignored on
+            purpose); ``keras-fada check-data`` reports any other value. ``None``: not checked.
     """
 
     name: str
@@ -61,6 +65,19 @@ class DatasetSpec:
     recursive: bool = False
     list_file: str | None = None
     layout: str = ""
+    extra_image_suffixes: tuple = ()
+    raw_values: tuple | None = None
+
+    @property
+    def image_suffixes(self) -> tuple[str, ...]:
+        return (self.image_suffix, *self.extra_image_suffixes)
+
+    def stem(self, path: str) -> str:
+        """``path`` without its image suffix (``.../pano_00001_0_0.jpg`` -> ``.../pano_00001_0_0``)."""
+        for suffix in self.image_suffixes:
+            if suffix and path.endswith(suffix):
+                return path[: -len(suffix)]
+        return path
 
     @property
     def num_classes(self) -> int:
@@ -84,6 +101,7 @@ class DatasetSpec:
             label_flat=flat,
             label_format="png8",
             label_map=dict(label_map),
+            raw_values=(*sorted(label_map), L.IGNORE_LABEL),
         )
 
     # ------------------------------------------------------------------ listing
@@ -97,62 +115,69 @@ class DatasetSpec:
             raise DatasetError(f"{self.name}: {what} folder {path!r} does not exist; expected {self.layout}")
         return path
 
+    def _list_entry(self, image_root: str, entry: str) -> str:
+        if entry.endswith(self.image_suffixes):
+            return entry
+        for suffix in self.image_suffixes:  # no suffix in the list: the first that exists on disk
+            if os.path.isfile(os.path.join(image_root, entry + suffix)):
+                return entry + suffix
+        return entry + self.image_suffix
+
     def _entries(self, image_root: str) -> list[str]:
+        suffixes = self.image_suffixes
         if self.list_file is not None:
             if not os.path.isfile(self.list_file):
                 raise DatasetError(f"{self.name}: list file {self.list_file!r} does not exist")
             with open(self.list_file) as f:
                 entries = [line.strip() for line in f if line.strip()]
-            return [e if e.endswith(self.image_suffix) else e + self.image_suffix for e in entries]
+            return [self._list_entry(image_root, e) for e in entries]
         entries = []
         if self.recursive:
             for dirpath, dirnames, filenames in os.walk(image_root):
                 dirnames.sort()
                 rel_dir = os.path.relpath(dirpath, image_root)
                 for fn in filenames:
-                    if fn.endswith(self.image_suffix):
+                    if fn.endswith(suffixes):
                         entries.append(os.path.normpath(os.path.join(rel_dir, fn)))
         else:
-            entries = [fn for fn in os.listdir(image_root) if fn.endswith(self.image_suffix)]
+            entries = [fn for fn in os.listdir(image_root) if fn.endswith(suffixes)]
         return sorted(entries)
 
     def _label_rel(self, entry: str) -> str:
-        stem = entry[: -len(self.image_suffix)] if self.image_suffix else entry
+        stem = self.stem(entry)
         if self.label_flat:
             stem = os.path.basename(stem)
         return stem + self.label_suffix
 
-    def list_files(self) -> tuple[list[str], list[str] | None]:
-        """(image paths, label paths or None), sorted or in list-file order.
-
-        Raises :class:`DatasetError` for a missing root/folder/list entry, an image without its label
-        or a label without its image.
-        """
+    def scan(self) -> tuple[list[str], list[str] | None, list[str]]:
+        """(image paths, label paths or None, problems): :meth:`list_files` without raising on
+        unpaired files, which ``problems`` names one per line (``keras-fada check-data`` lists them
+        all). A missing root, folder or list file still raises :class:`DatasetError`."""
         image_root = self._check_dir(self.image_dir, "image")
         entries = self._entries(image_root)
         if not entries:
+            kinds = "' or '*".join(self.image_suffixes)
             raise DatasetError(
-                f"{self.name}: no '*{self.image_suffix}' images under {image_root!r}; expected {self.layout}"
+                f"{self.name}: no '*{kinds}' images under {image_root!r}; expected {self.layout}"
             )
         images = [os.path.join(image_root, e) for e in entries]
+        problems = []
         if self.list_file is not None:
             for p in images:
                 if not os.path.isfile(p):
-                    raise DatasetError(
-                        f"{self.name}: image {p!r} listed in {self.list_file!r} does not exist"
-                    )
+                    problems.append(f"image {p!r} listed in {self.list_file!r} does not exist")
         if not self.has_labels:
-            return images, None
+            return images, None, problems
         label_root = self._check_dir(self.label_dir, "label")
         labels = [os.path.join(label_root, self._label_rel(e)) for e in entries]
         for img, lbl in zip(images, labels, strict=True):
             if not os.path.isfile(lbl):
-                raise DatasetError(f"{self.name}: image {img!r} has no label; expected {lbl!r}")
+                problems.append(f"image {img!r} has no label; expected {lbl!r}")
         if self.list_file is None:
             # The reverse direction: a label whose image is missing is an error as well.
             expected = set(os.path.normpath(p) for p in labels)
             suffix = self.label_suffix
-            for dirpath, _dirnames, filenames in os.walk(label_root):
+            for dirpath, _dirnames, filenames in sorted(os.walk(label_root)):
                 if not self.recursive and os.path.normpath(dirpath) != os.path.normpath(label_root):
                     continue
                 for fn in sorted(filenames):
@@ -163,7 +188,19 @@ class DatasetSpec:
                         continue
                     rel = os.path.relpath(lbl, label_root)
                     img = os.path.join(image_root, rel[: -len(suffix)] + self.image_suffix)
-                    raise DatasetError(f"{self.name}: label {lbl!r} has no image; expected {img!r}")
+                    problems.append(f"label {lbl!r} has no image; expected {img!r}")
+        return images, labels, problems
+
+    def list_files(self) -> tuple[list[str], list[str] | None]:
+        """(image paths, label paths or None), sorted or in list-file order.
+
+        Raises :class:`DatasetError` for a missing root/folder/list entry, an image without its label
+        or a label without its image (naming the first, and how many more there are).
+        """
+        images, labels, problems = self.scan()
+        if problems:
+            more = f" (and {len(problems) - 1} more unpaired files)" if len(problems) > 1 else ""
+            raise DatasetError(f"{self.name}: {problems[0]}{more}")
         return images, labels
 
     def __len__(self) -> int:
@@ -182,8 +219,31 @@ def png_size(path: str) -> tuple[int, int] | None:
     return height, width
 
 
+def image_size(path: str) -> tuple[int, int] | None:
+    """(height, width) of a PNG, JPEG or any image Pillow knows, from its header (no pixel decode);
+    None when the file is missing or not an image.
+
+    >>> image_size("datasets/NTHU_Datasets/Rio/Images/Test/pano_00001_0_0.jpg")  # doctest: +SKIP
+    (1024, 2048)
+    """
+    try:
+        size = png_size(path)
+    except OSError:
+        return None
+    if size is not None:
+        return size
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:  # lazy: reads the header only
+            width, height = im.size
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+        return None
+    return height, width
+
+
 def find_size_mismatches(images: Sequence[str], labels: Sequence[str] | None, name: str = "") -> list:
-    """Pairs whose image and label sizes differ (from the PNG headers; cheap).  Reported in one warning.
+    """Pairs whose image and label sizes differ (from the file headers; cheap).  Reported in one warning.
 
     The pipeline handles them deterministically: both are resized independently to the training size
     (as the official code does), or the label is resized (nearest) to the image size where no fixed
@@ -193,7 +253,7 @@ def find_size_mismatches(images: Sequence[str], labels: Sequence[str] | None, na
         return []
     bad = []
     for img, lbl in zip(images, labels, strict=True):
-        si, sl = png_size(img), png_size(lbl)
+        si, sl = image_size(img), image_size(lbl)
         if si is not None and sl is not None and si != sl:
             bad.append((img, lbl, si, sl))
     if bad:
@@ -208,10 +268,17 @@ def find_size_mismatches(images: Sequence[str], labels: Sequence[str] | None, na
 
 
 # ---------------------------------------------------------------------------------- the datasets
+# Raw values the labels may hold: Cityscapes label ids 0..33 (and 255, license plate's -1), SYNTHIA
+# class ids 0..22 (void .. lanemarking).
+CITYSCAPES_LABEL_IDS = (*range(34), 255)
+SYNTHIA_CLASS_IDS = tuple(range(23))
+
+
 def gta5(root: str, list_file: str | None = None, train_size=(720, 1280)) -> DatasetSpec:
     """GTA5: ``images/NNNNN.png`` and ``labels/NNNNN.png`` (palette PNGs of Cityscapes label ids)."""
     return DatasetSpec(
         name="gta5",
+        raw_values=CITYSCAPES_LABEL_IDS,
         root=os.path.abspath(root),
         image_dir="images",
         image_suffix=".png",
@@ -231,6 +298,7 @@ def synthia(root: str, list_file: str | None = None, train_size=(760, 1280)) -> 
     NNNNNNN.png`` (16-bit multi-channel PNGs, class id in channel 0) -> 16 classes."""
     return DatasetSpec(
         name="synthia",
+        raw_values=SYNTHIA_CLASS_IDS,
         root=os.path.abspath(root),
         image_dir="RAND_CITYSCAPES/RGB",
         image_suffix=".png",
@@ -272,6 +340,7 @@ def cityscapes(
     label_map, names = class_sets[num_classes]
     return DatasetSpec(
         name=f"cityscapes_{split}",
+        raw_values=CITYSCAPES_LABEL_IDS,
         root=os.path.abspath(root),
         image_dir=f"leftImg8bit/{split}",
         image_suffix="_leftImg8bit.png",
@@ -299,11 +368,13 @@ def crosscity(
     train_size=(512, 1024),
     eval_size=(512, 1024),
 ) -> DatasetSpec:
-    """NTHU Cross-City: ``<City>/Images/{Train,Test}/*.png``, ``<City>/Labels/Test/<stem>_eval.png``
-    (Cityscapes label ids).  Train images are unlabelled.  ``num_classes=19`` maps to the Cityscapes
-    train ids (the model is trained with 19 classes; report the 13 of ``CLASSES_13_TRAIN_IDS_19``),
-    ``num_classes=13`` maps straight to the 13 Cross-City classes.  Without ``list_file``, the
-    per-city list ``<City>/List/{train,test}.txt`` is used when present, else the folder contents."""
+    """NTHU Cross-City: ``<City>/Images/{Train,Test}/<stem>.jpg`` (or ``.png``: Rio's test set mixes
+    both), ``<City>/Labels/Test/<stem>_eval.png`` (Cityscapes label ids).  Train images are unlabelled.
+    ``num_classes=19`` maps to the Cityscapes train ids (the model is trained with 19 classes; report
+    the 13 of ``CLASSES_13_TRAIN_IDS_19``), ``num_classes=13`` maps straight to the 13 Cross-City
+    classes.  Without ``list_file``, the city's list ``{train,test}.txt`` (stems, with or without
+    extension) is used when present, from ``<root>/<City>/List/`` or, as the lists ship,
+    ``<root>/../NTHU_list/<City>/List/`` (or ``<root>/NTHU_list/...``); else the folder contents."""
     if city not in L.CROSSCITY_CITIES:
         raise ValueError(f"crosscity: city must be one of {L.CROSSCITY_CITIES}, got {city!r}")
     if split not in ("train", "test"):
@@ -317,14 +388,17 @@ def crosscity(
     )
     root = os.path.abspath(root)
     if list_file is None:
-        candidate = os.path.join(root, city, "List", f"{split}.txt")
-        list_file = candidate if os.path.isfile(candidate) else None
+        places = (root, os.path.join(os.path.dirname(root), "NTHU_list"), os.path.join(root, "NTHU_list"))
+        candidates = [os.path.join(place, city, "List", f"{split}.txt") for place in places]
+        list_file = next((c for c in candidates if os.path.isfile(c)), None)
     sub = split.capitalize()
     return DatasetSpec(
         name=f"crosscity_{city}_{split}",
         root=root,
         image_dir=f"{city}/Images/{sub}",
-        image_suffix=".png",
+        image_suffix=".jpg",
+        extra_image_suffixes=(".png",),
+        raw_values=CITYSCAPES_LABEL_IDS,
         label_dir=f"{city}/Labels/Test" if split == "test" else None,
         label_suffix="_eval.png",
         label_map=dict(label_map),
@@ -333,7 +407,7 @@ def crosscity(
         eval_size=tuple(eval_size),
         list_file=list_file,
         layout=(
-            f"<root>/{city}/Images/{{Train,Test}}/<stem>.png and <root>/{city}/Labels/Test/<stem>_eval.png "
-            "(Cityscapes label ids)"
+            f"<root>/{city}/Images/{{Train,Test}}/<stem>.jpg (or .png) and "
+            f"<root>/{city}/Labels/Test/<stem>_eval.png (Cityscapes label ids)"
         ),
     )

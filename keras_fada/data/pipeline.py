@@ -238,6 +238,13 @@ def _train_stream(
         size = spec.train_size
     crop = crop_size is not None
 
+    def label_to_image(label, image):  # a label whose size differs is resized (nearest) to the image
+        return tf.cond(
+            tf.reduce_all(tf.shape(label) == tf.shape(image)[:2]),
+            lambda: label,
+            lambda: resize_label(label, tf.shape(image)[:2]),
+        )
+
     def element(position, i):
         seed_el = _element_seed(seed, position)
         s_jit, s_geo = tf.unstack(tf.random.experimental.stateless_split(seed_el, 2))
@@ -250,12 +257,8 @@ def _train_stream(
         if crop:
             if label is None:
                 label = tf.zeros(tf.shape(image)[:2], tf.uint8)
-            else:  # a label whose size differs from its image is resized (nearest) to the image size
-                label = tf.cond(
-                    tf.reduce_all(tf.shape(label) == tf.shape(image)[:2]),
-                    lambda: label,
-                    lambda: resize_label(label, tf.shape(image)[:2]),
-                )
+            else:
+                label = label_to_image(label, image)
             image, label_c = random_scale_crop_flip(
                 image, label, s_geo, scale_range or (1.0, 1.0), crop_size, flip_prob
             )
@@ -267,6 +270,8 @@ def _train_stream(
                 if label is not None:
                     label = resize_label(label, size)
                     label.set_shape([size[0], size[1]])
+            elif label is not None:
+                label = label_to_image(label, image)
             if flip_prob:
                 image, label = _random_flip(image, label, s_geo, flip_prob)
         if label is None:
@@ -296,8 +301,8 @@ def make_supervised_dataset(
     """``(images (N,H,W,3) float32 [0,255], labels (N,H,W) int32)`` batches for source-only training.
 
     Args:
-        size: (height, width) resize, ``"train"`` for ``spec.train_size`` or ``None`` for none.
-            Ignored when ``crop_size`` is given.
+        size: (height, width) resize, ``"train"`` for ``spec.train_size`` or ``None`` for none (a
+            label of another size is then resized, nearest, to its image). Ignored with ``crop_size``.
         jitter: ``True`` for the official ColorJitter(0.5, 0.5, 0.5, 0.2), a 4-tuple, or ``False``.
         scale_range, crop_size, flip_prob: random scale + crop (labels padded with 255) + flip.
         class_balanced: the official class-balanced file sampling (class statistics cached on disk).

@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from keras_fada import data as kd
 from keras_fada.data import labels as L
@@ -18,6 +19,7 @@ from tests.support.data_trees import (
     make_gta5,
     make_synthia,
     rgb,
+    save_jpg,
     save_palette,
 )
 
@@ -224,3 +226,57 @@ def test_size_mismatch_is_reported_once_and_resized(tmp_path):
     sd = kd.make_self_distillation_dataset(spec, 4, crop_size=(6, 8), seed=3)
     a, b = next(iter(sd))[1].numpy(), next(iter(sd))[1].numpy()
     np.testing.assert_array_equal(a, b)
+
+
+# ---------------------------------------------------------------- NTHU Cross-City as it ships
+@pytest.mark.parametrize("list_ext", [False, True])
+def test_crosscity_jpg_images_and_the_nthu_list_place(tmp_path, list_ext):
+    # was: only *.png under Images/{Train,Test} and lists only in NTHU_Datasets/<City>/List/
+    root = tmp_path / "NTHU_Datasets"
+    raws = make_crosscity(
+        str(root), "Rio", n_train=3, n_test=3, train_ext=".jpg", test_exts=(".png", ".jpg"),
+        lists="nthu", list_ext=list_ext,
+    )  # fmt: skip
+    assert (tmp_path / "NTHU_list" / "Rio" / "List" / "train.txt").is_file()
+    save_jpg(str(root / "Rio" / "Images" / "Train" / "unlisted.jpg"), rgb(9))  # the list selects
+    train = kd.crosscity(str(root), "Rio", "train")
+    images, labels = train.list_files()
+    assert labels is None
+    assert [os.path.basename(p) for p in images] == [f"pano_{i:05d}_0_0.jpg" for i in range(3)]
+    test = kd.crosscity(str(root), "Rio", "test")
+    images, labels = test.list_files()
+    assert [os.path.basename(p) for p in images] == [
+        "pano_00000_1_180.png", "pano_00001_1_180.jpg", "pano_00002_1_180.png"
+    ]  # fmt: skip
+    assert [os.path.relpath(p, str(root)) for p in labels] == [
+        os.path.join("Rio", "Labels", "Test", f"{stem}_eval.png") for stem in sorted(raws)
+    ]
+    for stem, lbl in zip(sorted(raws), labels_of(test), strict=True):
+        np.testing.assert_array_equal(lbl, _dense(EXPECTED_CS19)[raws[stem]])
+    x = next(iter(kd.make_inference_dataset(train, 1, size=None)))[0].numpy()[0]
+    first = train.list_files()[0][0]
+    pil = np.asarray(Image.open(first).convert("RGB"), np.float32)  # an independent JPEG decoder
+    assert x.shape == (H, W, 3) and np.abs(x - pil).max() <= 8 and np.abs(x - pil).mean() < 2
+
+
+def test_crosscity_jpg_folder_without_lists(tmp_path):
+    make_crosscity(str(tmp_path), "Tokyo", n_train=2, n_test=2, train_ext=".jpg", test_exts=(".jpg", ".png"))
+    images, _ = kd.crosscity(str(tmp_path), "Tokyo", "train").list_files()
+    assert [os.path.basename(p) for p in images] == ["pano_00000_0_0.jpg", "pano_00001_0_0.jpg"]
+    images, labels = kd.crosscity(str(tmp_path), "Tokyo", "test").list_files()
+    assert [os.path.basename(p) for p in images] == ["pano_00000_1_180.jpg", "pano_00001_1_180.png"]
+    assert all(p.endswith("_eval.png") for p in labels)
+
+
+def test_image_size_reads_png_and_jpeg_headers_only(tmp_path):
+    png, jpg = tmp_path / "a.png", tmp_path / "b.jpg"
+    Image.fromarray(rgb(0, 5, 7)).save(png)
+    Image.fromarray(rgb(0, 96, 192)).save(jpg)
+    assert kd.datasets.image_size(str(png)) == (5, 7)
+    assert kd.datasets.image_size(str(jpg)) == (96, 192)
+    data = jpg.read_bytes()
+    jpg.write_bytes(data[: data.index(b"\xff\xda") + 40])  # pixel data cut: the header gives the size
+    assert kd.datasets.image_size(str(jpg)) == (96, 192)
+    (tmp_path / "c.jpg").write_bytes(b"not an image")
+    assert kd.datasets.image_size(str(tmp_path / "c.jpg")) is None
+    assert kd.datasets.image_size(str(tmp_path / "missing.png")) is None

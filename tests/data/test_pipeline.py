@@ -87,3 +87,26 @@ def test_supervised_dataset_in_model_fit(tmp_path):
     )
     hist = model.fit(ds, steps_per_epoch=2, epochs=1, verbose=0)
     assert np.isfinite(hist.history["loss"][0])
+
+
+def test_supervised_dataset_without_resize_gives_labels_at_the_image_size(tmp_path):
+    # was: size=None yielded the image at its size and the label at its own (96x192 vs 48x96)
+    from PIL import Image
+
+    from tests.support.data_trees import rgb
+
+    raws = make_gta5(str(tmp_path), n=2)
+    for i in range(2):  # images twice the size of their labels
+        Image.fromarray(rgb(i, 2 * H, 2 * W)).save(tmp_path / "images" / f"{i + 1:05d}.png")
+    spec = kd.gta5(str(tmp_path))
+    ds = kd.make_supervised_dataset(spec, 2, size=None, shuffle=False, repeat=False)
+    images, labels = next(iter(ds))
+    assert images.shape == (2, 2 * H, 2 * W, 3) and labels.shape == (2, 2 * H, 2 * W)
+    lut = np.full(256, 255, np.int64)  # Cityscapes label id -> train id, independent of the package
+    for label_id, train_id in zip(
+        (7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33), range(19), strict=True
+    ):
+        lut[label_id] = train_id
+    for raw, got in zip(raws, labels.numpy(), strict=True):
+        nearest = raw[np.arange(2 * H)[:, None] // 2, np.arange(2 * W)[None, :] // 2]  # 2x nearest
+        np.testing.assert_array_equal(got, lut[nearest])
