@@ -48,9 +48,12 @@ def interpolation_matrix(in_size, out_size, align_corners=True):
 def resize_bilinear(x, size, align_corners=True):
     """Bilinearly resize a channels-last batch ``(N, H, W, C)`` to ``size = (height, width)``.
 
+    Static sizes use cached NumPy interpolation matrices; a size unknown at trace time (a
+    TensorFlow retrace for a new image size sees ``None`` dims) builds them from tensors.
+
     Args:
-        x: tensor of shape ``(N, H, W, C)`` with static spatial dimensions.
-        size: the output ``(height, width)``.
+        x: tensor of shape ``(N, H, W, C)``.
+        size: the output ``(height, width)``: ints, or scalar tensors such as ``ops.shape(y)[1:3]``.
         align_corners: ``True`` for the corner-aligned sampling grid of the official FADA code
             (PyTorch ``align_corners=True``), ``False`` for half-pixel centres (the convention of
             ``keras.ops.image.resize`` without antialiasing).
@@ -60,10 +63,11 @@ def resize_bilinear(x, size, align_corners=True):
     >>> resize_bilinear(logits, (513, 1025)).shape
     (2, 513, 1025, 19)
     """
-    in_h, in_w = x.shape[1], x.shape[2]
-    out_h, out_w = int(size[0]), int(size[1])
-    if in_h is None or in_w is None:
-        raise ValueError(f"resize_bilinear needs static spatial dimensions, got shape {x.shape}")
+    shape = ops.shape(x)
+    in_h, in_w = _static_int(shape[1]), _static_int(shape[2])
+    out_h, out_w = _static_int(size[0]), _static_int(size[1])
+    if None in (in_h, in_w, out_h, out_w):
+        return _resize_dynamic(x, (shape[1], shape[2]), size, align_corners)
     if (in_h, in_w) == (out_h, out_w):
         return x
     dtype = x.dtype
@@ -74,6 +78,51 @@ def resize_bilinear(x, size, align_corners=True):
         cols = ops.convert_to_tensor(interpolation_matrix(in_w, out_w, align_corners), dtype=dtype)
         x = ops.einsum("pw,nhwc->nhpc", cols, x)
     return x
+
+
+def _static_int(value):
+    """``value`` as a Python int when known at trace time, else ``None``."""
+    if value is None:
+        return None
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        # Not int(): AutoGraph turns int() on a graph tensor into a cast.
+        static = tf.get_static_value(value)
+        return None if static is None else int(static)
+    try:
+        return int(value)  # an eager scalar tensor
+    except Exception:  # a symbolic tensor: TypeError, or TensorFlow's OperatorNotAllowedInGraphError
+        return None
+
+
+def _resize_dynamic(x, in_size, out_size, align_corners):
+    """``resize_bilinear`` for sizes known only at run time: the same matrices, built from tensors."""
+    dtype = x.dtype
+    rows = interpolation_matrix_tensor(in_size[0], out_size[0], align_corners, dtype)
+    cols = interpolation_matrix_tensor(in_size[1], out_size[1], align_corners, dtype)
+    x = ops.einsum("oh,nhwc->nowc", rows, x)
+    return ops.einsum("pw,nhwc->nhpc", cols, x)
+
+
+def interpolation_matrix_tensor(in_size, out_size, align_corners=True, dtype="float32"):
+    """:func:`interpolation_matrix` computed with ``keras.ops`` from (possibly symbolic) sizes."""
+    n_in = ops.cast(in_size, "float32")
+    n_out = ops.cast(out_size, "float32")
+    i = ops.cast(ops.arange(ops.cast(out_size, "int32")), "float32")
+    if align_corners:
+        src = i * ops.where(n_out > 1, (n_in - 1) / ops.maximum(n_out - 1, 1), 0.0)
+    else:
+        src = ops.clip((i + 0.5) * (n_in / n_out) - 0.5, 0.0, n_in - 1)
+    lo = ops.clip(ops.floor(src), 0.0, n_in - 1)
+    hi = ops.minimum(lo + 1, n_in - 1)
+    frac = (src - lo)[:, None]
+    grid = ops.cast(ops.arange(ops.cast(in_size, "int32")), "float32")[None, :]
+    at_lo = ops.cast(ops.equal(grid, lo[:, None]), "float32")
+    at_hi = ops.cast(ops.equal(grid, hi[:, None]), "float32")
+    return ops.cast((1.0 - frac) * at_lo + frac * at_hi, dtype)
 
 
 def _jax_on_cpu():

@@ -95,3 +95,18 @@ def test_multiscale_fusion_averages_softmax_over_scales_and_flips():
             )
             total = total + (p[:, :, ::-1] if flip else p)
     np.testing.assert_allclose(got, total / 4, atol=1e-5)
+
+
+def test_predict_and_evaluate_at_a_second_image_size():
+    """TF retraces predict/evaluate for a new size with unknown spatial dims (issue 20, item 5)."""
+    model = fx.tiny_fada()
+    rng = np.random.default_rng(5)
+    for h, w in [(16, 32), (13, 23)]:
+        x = rng.normal(size=(2, h, w, 3)).astype("float32")
+        got = model.predict(x, verbose=0)
+        low = keras.ops.convert_to_numpy(model.segmentor(x)).astype(np.float64)
+        np.testing.assert_allclose(got, ref.resize_align_corners(low, h, w), atol=1e-4)
+        labels = rng.integers(0, fx.K, (2, h, w)).astype("int32")
+        # FADA's evaluate() loss is its source loss: the logits divided by T (official quirk).
+        want = ref.cross_entropy_ignore(ref.resize_align_corners(low, h, w) / model.temperature, labels)
+        assert model.evaluate(x, labels, verbose=0, return_dict=True)["loss"] == pytest.approx(want, rel=1e-4)

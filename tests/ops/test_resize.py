@@ -60,3 +60,29 @@ def test_resize_is_differentiable():
         e[idx] = 1.0
         want[idx] = (up(e, 9, 11) * w).sum()
     np.testing.assert_allclose(g, want, atol=1e-4)
+
+
+@pytest.mark.parametrize("align_corners", [True, False])
+@pytest.mark.parametrize("in_size,out_size", [(5, 17), (13, 6), (7, 7), (1, 9), (9, 1)])
+def test_interpolation_matrix_from_tensors_matches_numpy(in_size, out_size, align_corners):
+    from keras_fada.ops import interpolation_matrix, interpolation_matrix_tensor
+
+    sizes = [ops.convert_to_tensor(v, dtype="int32") for v in (in_size, out_size)]
+    got = np_(interpolation_matrix_tensor(*sizes, align_corners=align_corners))
+    np.testing.assert_allclose(got, interpolation_matrix(in_size, out_size, align_corners), atol=1e-6)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="unknown dims exist in TF graphs only")
+@pytest.mark.parametrize("align_corners", [True, False])
+def test_resize_with_unknown_spatial_dims_in_a_tf_graph(align_corners):
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec((None, None, None, 2)), tf.TensorSpec((None, None))])
+    def to_size_of(x, like):
+        return resize_bilinear(x, ops.shape(like), align_corners=align_corners)
+
+    x = np.random.randn(1, 7, 9, 2).astype("float32")
+    got = np_(to_size_of(x, np.zeros((19, 5), "float32")))
+    want = ops.image.resize(x, (19, 5), interpolation="bilinear", antialias=False)
+    want = ref.resize_align_corners(x, 19, 5) if align_corners else np_(want)
+    np.testing.assert_allclose(got, want, atol=ATOL)
