@@ -16,6 +16,7 @@ import sys  # noqa: E402
 import click  # noqa: E402
 
 from keras_fada.cli.ccd import ccd  # noqa: E402
+from keras_fada.cli.check_data import check_data  # noqa: E402
 from keras_fada.cli.convert import convert  # noqa: E402
 from keras_fada.cli.evaluate import evaluate  # noqa: E402
 from keras_fada.cli.predict import predict  # noqa: E402
@@ -27,7 +28,7 @@ def cli():
     """FADA (ECCV 2020) in Keras 3: fine-grained adversarial domain adaptation for segmentation."""
 
 
-for command in (train, evaluate, ccd, predict, convert):
+for command in (train, evaluate, ccd, predict, convert, check_data):
     cli.add_command(command)
 
 

@@ -8,6 +8,7 @@ import click
 
 from keras_fada.cli.common import BACKBONE, UserError, task_option, user_errors, with_data_root
 from keras_fada.config import STAGES
+from keras_fada.data.check import precheck_task
 
 
 @click.command(context_settings={"ignore_unknown_options": False})
@@ -44,6 +45,7 @@ def train(task, stage, backbone, config_file, data_root, pretrained, output, res
     output = output or os.path.join("runs", f"{task}-{cfg['backbone']}")
     if resume and not os.path.isdir(output):
         raise UserError(f"nothing to resume in {output!r}; run without --resume to start it")
+    precheck_task(cfg, stages)  # every split the stages read is listed and paired, before any network
     from keras_fada.training.stages import run_stages  # the backend loads here, after every check
 
     t0 = time.perf_counter()

@@ -111,9 +111,28 @@ DATA_FOLDERS = {
 }
 
 
+SPLITS = ("source_train", "target_train", "target_val")
+
+
 def task_specs(cfg: dict) -> dict:
     """The ``DatasetSpec`` of each split of the config's task: ``source_train``, ``target_train``
-    (images only are used) and ``target_val``."""
+    (images only are used) and ``target_val``; ``data.lists.<split>`` selects a split's list file."""
+    lists = {k: v for k, v in (cfg["data"].get("lists") or {}).items() if v is not None}
+    for split, path in lists.items():  # checked before any data is listed or generated
+        if not isinstance(path, str) or not os.path.isfile(path):
+            from keras_fada.config import ConfigError
+
+            raise ConfigError(
+                f"config key 'data.lists.{split}' is {path!r}; expected an existing list file "
+                "(one image per line, relative to the image folder)"
+            )
+    specs = _task_specs(cfg)
+    for split, path in lists.items():
+        specs[split] = specs[split].replace(list_file=os.path.abspath(path))
+    return specs
+
+
+def _task_specs(cfg: dict) -> dict:
     from keras_fada import data as kd
 
     task = get_task(cfg["task"])

@@ -25,6 +25,7 @@ print(result.exit_code, ",".join(loaded) or "-")
         (["ccd", "--help"], 0),
         (["predict", "--help"], 0),
         (["convert", "--help"], 0),
+        (["check-data", "--help"], 0),
         (["train", "--task", "gta"], 2),
         (["train", "--task", "synthetic", "--backbone", "resnet50"], 2),
     ],
@@ -44,3 +45,15 @@ def test_a_config_mistake_is_one_line_before_any_backend_loads():
         timeout=60,
     )
     assert proc.stdout.split() == ["2", "-"], proc.stdout + proc.stderr[-2000:]
+
+
+def test_train_with_a_missing_split_fails_before_any_backend_loads(tmp_path):
+    # train lists and pairs every split its stages read before building a network
+    from tests.support.data_trees import make_cityscapes, make_gta5
+
+    make_gta5(str(tmp_path / "gta5"), n=2)
+    make_cityscapes(str(tmp_path / "cityscapes"), "train")  # no val split
+    args = ["train", "--task", "gta2cs", "--data-root", str(tmp_path), "--output", str(tmp_path / "run")]
+    proc = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.split() == ["2", "-"], proc.stdout + proc.stderr[-2000:]
+    assert not (tmp_path / "run").exists()
