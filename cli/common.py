@@ -58,15 +58,22 @@ def with_data_root(overrides, data_root) -> list:
     return [*overrides, f"data.root={data_root}"] if data_root else list(overrides)
 
 
+def config_near(checkpoint) -> str:
+    """The run's ``config.yaml``: inside a preset folder, else beside the checkpoint file."""
+    if os.path.isdir(checkpoint):
+        return os.path.join(checkpoint, "config.yaml")
+    return os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "config.yaml")
+
+
 def checkpoint_config(task, checkpoint, backbone, data_root, config_file, overrides) -> dict:
     """The config to use a checkpoint with: its run's ``config.yaml`` beside it when that run was
     made for ``task`` (and ``backbone``), else the task's."""
     from keras_fada import config as C
 
-    if not os.path.isfile(checkpoint):
+    if not os.path.exists(checkpoint):
         raise UserError(f"checkpoint {checkpoint!r} does not exist")
     base = None
-    near = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "config.yaml")
+    near = config_near(checkpoint)
     if os.path.isfile(near):
         base = C.read_yaml(near)
         if base.get("task") != task or (backbone and backbone != base.get("backbone")):
@@ -97,8 +104,8 @@ def parse_size(text):
 
 def sibling_path(checkpoint, suffix) -> str:
     """``runs/x/segmentor.weights.h5`` + ``.eval.json`` -> ``runs/x/segmentor.eval.json``."""
-    stem = checkpoint
-    for ext in (".weights.h5", ".pth", ".safetensors", ".npz"):
+    stem = checkpoint.rstrip("/" + os.sep)  # a preset folder: beside it
+    for ext in (".weights.h5", ".keras", ".pth", ".safetensors", ".npz"):
         if stem.endswith(ext):
             stem = stem[: -len(ext)]
             break

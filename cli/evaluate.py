@@ -21,7 +21,7 @@ from keras_fada.config import STAGES
 
 @click.command()
 @task_option
-@click.option("--checkpoint", required=True, help=".weights.h5 (keras-fada) or official .pth checkpoint.")
+@click.option("--checkpoint", required=True, help=".weights.h5, .keras, a preset folder or an official .pth.")
 @click.option("--backbone", type=BACKBONE, default=None, help="Default: the run's, else the task's.")
 @click.option("--multiscale", is_flag=True, help="Fuse the probabilities of eval.scales (0.7,1.0,1.3).")
 @click.option("--flip", is_flag=True, help="Also fuse horizontally flipped passes.")

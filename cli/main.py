@@ -19,6 +19,7 @@ from keras_fada.cli.ccd import ccd  # noqa: E402
 from keras_fada.cli.check_data import check_data  # noqa: E402
 from keras_fada.cli.convert import convert  # noqa: E402
 from keras_fada.cli.evaluate import evaluate  # noqa: E402
+from keras_fada.cli.export import export  # noqa: E402
 from keras_fada.cli.predict import predict  # noqa: E402
 from keras_fada.cli.train import train  # noqa: E402
 
@@ -30,6 +31,7 @@ def cli():
 
 for command in (train, evaluate, ccd, predict, convert, check_data):
     cli.add_command(command)
+cli.add_command(export)
 
 
 def main(argv=None):

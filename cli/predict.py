@@ -6,7 +6,7 @@ import os
 
 import click
 
-from keras_fada.cli.common import BACKBONE, UserError, parse_size, user_errors
+from keras_fada.cli.common import BACKBONE, UserError, config_near, parse_size, user_errors
 
 
 @click.command()
@@ -28,9 +28,9 @@ def predict(checkpoint, backbone, num_classes, output, size, alpha, images):
     from keras_fada.data import labels as L
     from keras_fada.training.build import load_segmentor
 
-    if not os.path.isfile(checkpoint):
+    if not os.path.exists(checkpoint):
         raise UserError(f"checkpoint {checkpoint!r} does not exist")
-    near = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "config.yaml")
+    near = config_near(checkpoint)
     run = C.read_yaml(near) if os.path.isfile(near) else {}
     backbone = backbone or run.get("backbone", "resnet101")
     k = num_classes or int(run.get("num_classes", 19))

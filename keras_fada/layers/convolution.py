@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_fada.backend import tracing
 from keras_fada.backend.keras_internals import variables_as_stored
 from keras_fada.ops import conv2d, store_conv2d_kernel
 
@@ -32,6 +33,10 @@ class Conv2D(keras.layers.Conv2D):
         store_conv2d_kernel(self.kernel)
 
     def convolution_op(self, inputs, kernel):
+        if tracing.tracing() and keras.backend.backend() == "jax":
+            # An export at symbolic sizes: a strided 1x1 GEMM's slice has size ceil(h / 2), which
+            # JAX cannot prove equal to the padded 3x3's floor((h - 1) / 2) + 1 (a residual Add).
+            return ops.conv(inputs, kernel, self.strides, self.padding, dilation_rate=self.dilation_rate)
         return conv2d(
             inputs, kernel, strides=self.strides, padding=self.padding, dilation_rate=self.dilation_rate
         )

@@ -50,9 +50,51 @@ def load_weights(segmentor, path: str, backbone: str, num_classes: int) -> None:
         ) from None
 
 
+def whole_model_path(weights_path: str) -> str:
+    """``<stage>/segmentor.weights.h5`` -> ``<stage>/segmentor.keras``, the whole model saved beside it."""
+    stem = weights_path[: -len(".weights.h5")] if weights_path.endswith(".weights.h5") else weights_path
+    return stem + ".keras"
+
+
+def load_whole_segmentor(path: str, num_classes: int | None = None):
+    """The segmentor of a preset folder, a ``.keras`` file, or a ``.weights.h5`` with its ``.keras``
+    beside it (architecture, BN kind and normalisation from the file, no guessing); ``None`` for
+    anything else (an official ``.pth``, a lone ``.weights.h5``)."""
+    import keras
+
+    from keras_fada.models.deeplabv2 import presets
+
+    beside = whole_model_path(path) if path.endswith(".weights.h5") else None
+    try:
+        if os.path.isdir(path):
+            segmentor = presets.from_preset(path)
+        elif path.endswith(".keras") and os.path.isfile(path):
+            segmentor = keras.saving.load_model(path)
+        elif beside and os.path.isfile(beside) and os.path.isfile(path):
+            segmentor = keras.saving.load_model(beside)
+            segmentor.load_weights(path)
+        else:
+            return None
+    except presets.PresetError as e:
+        raise RunError(str(e)) from None
+    except Exception as e:  # noqa: BLE001 - Keras/h5py raise many types for a broken file
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise RunError(f"checkpoint {path!r} does not load: {first[:300]}") from None
+    if num_classes is not None and segmentor.num_classes != int(num_classes):
+        raise RunError(
+            f"checkpoint {path!r} predicts {segmentor.num_classes} classes, the task expects {num_classes}"
+        )
+    return segmentor
+
+
 def load_segmentor(path: str, backbone: str, num_classes: int, freeze_bn=None):
-    """A segmentor with the weights of ``path``; for ResNets the BN kind (frozen or trainable) is
-    taken from the checkpoint unless ``freeze_bn`` is given."""
+    """A segmentor with the weights of ``path``: a preset folder, a ``.keras`` file or a
+    ``.weights.h5`` saved beside its ``.keras`` load as saved (``load_whole_segmentor``); for
+    other files the BN kind (frozen or trainable) of a ResNet is taken from the checkpoint
+    unless ``freeze_bn`` is given."""
+    whole = load_whole_segmentor(path, num_classes)
+    if whole is not None:
+        return whole
     variants = [freeze_bn] if freeze_bn is not None or backbone == "vgg16" else [True, False]
     error = None
     for frozen in variants:
@@ -152,3 +194,45 @@ def stage_optimizers(cfg: dict, stage: str) -> dict:
     if stage != "adapt":
         opts.pop("discriminator_optimizer")
     return opts
+
+
+def preset_from_checkpoint(
+    src, preset_dir, backbone, num_classes, freeze_bn=True, kind="auto", task=None, eval_json=None
+) -> str:
+    """Writes a preset folder from an official-format checkpoint (``keras-fada convert --preset``).
+
+    The metadata holds the task, class names and palette when ``task`` is given (and the task's
+    resolved ``config.yaml`` beside them, which the CLI reads), and the mIoU with how it was
+    measured when ``eval_json`` (written by ``keras-fada evaluate``) is given.
+    """
+    import json
+
+    from keras_fada import config as C
+    from keras_fada.data import labels as L
+    from keras_fada.training import tasks
+
+    if task is not None and task not in tasks.TASK_NAMES:
+        raise ConfigError(f"unknown task {task!r}; tasks: {', '.join(tasks.TASK_NAMES)}")
+    if eval_json is not None and not os.path.isfile(eval_json):
+        raise RunError(f"--eval-json {eval_json!r} does not exist")
+    segmentor = build_segmentor(backbone, num_classes, freeze_bn)
+    try:
+        load_torch_weights(segmentor, src, kind=kind)
+    except (ValueError, KeyError) as e:
+        raise RunError(f"checkpoint {src!r}: {' '.join(str(e).split())[:300]}") from None
+    meta = {"backbone": backbone, "frozen_bn": bool(freeze_bn), "source_checkpoint": os.path.basename(src)}
+    meta["palette"] = [list(c) for c in L.CITYSCAPES_PALETTE[:num_classes]]
+    if task is not None:
+        meta.update(task=task, class_names=list(tasks.get_task(task).class_names(num_classes)))
+    if eval_json is not None:
+        with open(eval_json) as f:
+            scores = json.load(f)
+        how = {
+            k: scores[k] for k in ("task", "size", "scales", "flip", "num_classes_reported") if k in scores
+        }
+        meta.update(miou=scores.get("miou"), miou_how=how)
+    segmentor.save_to_preset(preset_dir, metadata=meta)
+    if task is not None:
+        cfg = C.load_config(task, backbone, None, [f"num_classes={num_classes}"])
+        C.dump(cfg, os.path.join(preset_dir, "config.yaml"))
+    return preset_dir

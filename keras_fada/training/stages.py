@@ -116,6 +116,8 @@ def _run_stage(cfg, stage, run_dir, verbose, evaluate_after) -> dict:
         )
     steps_done = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
     segmentor.save_weights(os.path.join(sdir, R.CHECKPOINT))
+    # The whole model beside its weights: evaluate, predict, ccd and export load it as saved.
+    segmentor.save(build.whole_model_path(os.path.join(sdir, R.CHECKPOINT)))
     result = {
         "stage": stage,
         "finished": True,

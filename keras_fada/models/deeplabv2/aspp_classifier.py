@@ -3,6 +3,7 @@
 import keras
 from keras import layers, ops
 
+from keras_fada.backend import tracing
 from keras_fada.layers.convolution import Conv2D
 from keras_fada.models.deeplabv2.initializers import normal, torch_default_conv_bias
 from keras_fada.ops import shifted_taps_sum
@@ -54,7 +55,9 @@ class ASPPClassifier(layers.Layer):
 
     def call(self, features):
         height, width = features.shape[1], features.shape[2]
-        if height is None or width is None:
+        # The fast path prunes taps by the map's size: only for a size known as a Python int
+        # (an exporter's symbolic or traced size would bake one size into every other).
+        if not tracing.static_size(height, width):
             out = self.conv2d_list[0](features)
             for conv in self.conv2d_list[1:]:
                 out = out + conv(features)

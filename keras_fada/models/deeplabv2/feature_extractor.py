@@ -5,7 +5,7 @@ import contextlib
 
 import keras
 
-from keras_fada.backend import keras_internals
+from keras_fada.backend import keras_internals, tracing
 from keras_fada.layers.convolution import Conv2D
 from keras_fada.models.deeplabv2.normalization import FrozenBatchNormalization
 
@@ -115,8 +115,8 @@ class FeatureExtractor(keras_internals.GraphRunner, keras.Model):
     def _donating(node, tensor_dict, uses, keep):
         """On torch: lets the node overwrite its first input when it is that tensor's last reader
         and no other live tensor shares its memory (``keras_fada/backend/torch_in_place.py``)."""
-        if keras.backend.backend() != "torch" or not node.inputs:
-            return contextlib.nullcontext()
+        if keras.backend.backend() != "torch" or not node.inputs or tracing.tracing():
+            return contextlib.nullcontext()  # a tracer's tensors have no memory to share
         first = id(node.inputs[0])
         if uses[first] != 1 or first in keep:
             return contextlib.nullcontext()

@@ -79,6 +79,25 @@ class Segmentor(keras.Model):
         config["classifier"] = keras.saving.deserialize_keras_object(config["classifier"])
         return cls(**config)
 
+    def save_to_preset(self, preset_dir, metadata=None):
+        """Writes a local preset folder (``config.json``, ``model.weights.h5``, ``metadata.json``
+        with ``metadata``: task, class names, palette, mIoU...); see ``presets.py``."""
+        from keras_fada.models.deeplabv2 import presets
+
+        return presets.save_to_preset(self, preset_dir, metadata)
+
+    @classmethod
+    def from_preset(cls, preset_dir):
+        """The segmentor saved by ``save_to_preset`` (architecture, BN kind and weights).
+
+        Example:
+        >>> Segmentor.from_preset("presets/g2c_sd").num_classes
+        19
+        """
+        from keras_fada.models.deeplabv2 import presets
+
+        return presets.from_preset(preset_dir)
+
 
 def deeplabv2_resnet(
     num_classes,
