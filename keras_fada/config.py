@@ -28,7 +28,54 @@ CHOICES = {
     "precision": ("float32", "mixed_bfloat16"),
     "encoder.mode": ("soft", "hard", "binary"),
     "discriminator.resolution": ("label", "feature"),
+    "eval.scale_resize": ("official", "half_pixel"),
 }
+
+
+# Ranges of the numeric keys (``*`` matches a section): each value (and each number of a list) must
+# hold; the text says what is expected. The type of every key is the type of its value in
+# defaults.yaml (an int where the default is an int, a number where it is a float, a list of as many
+# numbers where it is a list, a string or null where it is null).
+_POS, _NONNEG, _ONE, _UNIT = (
+    (lambda v: v > 0, "> 0"),
+    (lambda v: v >= 0, ">= 0"),
+    (lambda v: v >= 1, ">= 1"),
+    (lambda v: 0 <= v <= 1, "in [0, 1]"),
+)
+RANGES = {
+    "seed": (lambda v: 0 <= v < 2**32, "in [0, 2**32)"),
+    "data.source_size": _ONE,
+    "data.target_size": _ONE,
+    "data.synthetic.*": _ONE,
+    "optim.momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "optim.weight_decay": _NONNEG,
+    "optim.power": _NONNEG,
+    "optim.classifier_lr_multiplier": _POS,
+    "optim.adam_betas": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "lambda_adv": _NONNEG,
+    "source_temperature": _POS,
+    "encoder.temperature": _POS,
+    "encoder.clip": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "encoder.threshold": _UNIT,
+    "discriminator.width": (lambda v: v >= 2, ">= 2"),
+    "discriminator.weights": _NONNEG,
+    "*.base_lr": _POS,
+    "*.base_lr_d": _POS,
+    "*.max_iter": _ONE,
+    "*.steps": _ONE,
+    "*.batch_size": _ONE,
+    "*.checkpoint_period": _ONE,
+    "*.eval_size": _ONE,
+    "*.crop_size": _ONE,
+    "*.teacher_size": _ONE,
+    "distill.scale_range": _POS,
+    "distill.flip_prob": _UNIT,
+    "eval.scales": _POS,
+    "eval.period": _NONNEG,
+    "keep_snapshots": (lambda v: v >= -1, ">= -1 (-1 keeps all)"),
+}
+# Lists whose length is free (any other list has the length of its default).
+FREE_LENGTH = ("eval.scales",)
 
 
 class ConfigError(ValueError):
@@ -186,7 +233,7 @@ def load_config(
         config = merge(config, task_values)
         config.update(task=task, backbone=backbone)
     else:
-        config = copy.deepcopy(base)
+        config = merge(sch, base)  # a run made before a key existed gets its default
         if config.get("task") != task:
             raise ConfigError(f"the run was made for task {config.get('task')!r}, not {task!r}")
         if backbone and backbone != config.get("backbone"):
@@ -205,6 +252,7 @@ def load_config(
         value = (config[section] if section else config)[key]
         if value not in valid:
             raise ConfigError(f"config key {name!r} is {value!r}; valid values: {', '.join(valid)}")
+    check_values(config, sch)
     from keras_fada.training.tasks import get_task
 
     allowed = get_task(task).num_classes
@@ -214,6 +262,52 @@ def load_config(
             f"{' or '.join(map(str, allowed))} classes"
         )
     return config
+
+
+def _type_of(default):
+    if isinstance(default, bool):
+        return (lambda v: isinstance(v, bool)), "true or false"
+    if isinstance(default, int):
+        return (lambda v: isinstance(v, int) and not isinstance(v, bool)), "an integer"
+    if isinstance(default, float):
+        return (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)), "a number"
+    if isinstance(default, str):
+        return (lambda v: isinstance(v, str)), "a string"
+    return (lambda v: v is None or isinstance(v, str)), "a path or null"
+
+
+def check_values(config: dict, schema: dict, prefix: str = "") -> None:
+    """Every value has its default's type (lists: as many items, each of the item type) and lies
+    in its range (:data:`RANGES`); a mistake is one :class:`ConfigError` naming key, value and
+    what was expected."""
+    import fnmatch
+
+    for key, default in schema.items():
+        name, value = f"{prefix}{key}", config.get(key)
+        if isinstance(default, dict):
+            check_values(value, default, f"{name}.")
+            continue
+        rng = next((r for pat, r in RANGES.items() if fnmatch.fnmatchcase(name, pat)), None)
+        if isinstance(default, list):
+            is_item, what = _type_of(default[0]) if default else ((lambda v: True), "")
+            n = "" if name in FREE_LENGTH else f"{len(default)} "
+            expected = f"a list of {n}{what.replace('an integer', 'integers').replace('a number', 'numbers')}"
+            expected += f" {rng[1]}" if rng else ""
+            ok = (
+                isinstance(value, list)
+                and (name in FREE_LENGTH and value or len(value) == len(default))
+                and all(is_item(v) and (rng is None or rng[0](v)) for v in value)
+            )
+        else:
+            is_value, expected = _type_of(default)
+            expected += f" {rng[1]}" if rng else ""
+            ok = is_value(value) and (rng is None or value is None or rng[0](value))
+        if not ok:
+            raise ConfigError(f"config key {name!r} is {value!r}; expected {expected}")
+    if isinstance(config.get("scale_range"), list) and config["scale_range"][0] > config["scale_range"][1]:
+        raise ConfigError(
+            f"config key '{prefix}scale_range' is {config['scale_range']!r}; expected [low, high] with low <= high"
+        )
 
 
 def dump(config: dict, path: str) -> None:

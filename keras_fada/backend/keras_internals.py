@@ -50,6 +50,11 @@ PRIVATE_API = {
         "make_train_function may be overridden, but the (state, iterator) -> (logs, state) "
         "signature of the function it builds is undocumented",
     ),
+    "Trainer._initial_epoch": (
+        "the epoch fit() continues at after a backup restored in on_train_begin "
+        "(set_initial_epoch; keras.callbacks.BackupAndRestore sets it the same way)",
+        "fit(initial_epoch=...) is read before callbacks run; a callback has no public way to move it",
+    ),
     "Optimizer._get_variable_index": (
         "the slot of a variable in update_step (slot_index)",
         "no public name; keras.optimizers.Optimizer's own docstring example uses it",
@@ -142,6 +147,12 @@ def jax_train_function(model, step):
         return logs, state
 
     return train_function
+
+
+# ------------------------------------------------------------------ training loop
+def set_initial_epoch(model, epoch: int) -> None:
+    """Makes the running ``fit`` start at ``epoch`` (what ``BackupAndRestore`` does on restore)."""
+    model._initial_epoch = int(epoch)
 
 
 # ------------------------------------------------------------------ optimisers

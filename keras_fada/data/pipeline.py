@@ -174,13 +174,18 @@ def _jitter_strength(jitter):
     return tuple(float(v) for v in jitter)
 
 
-def _index_stream(n, *, shuffle, repeat, seed, indices=None):
+def _index_stream(n, *, shuffle, repeat, seed, indices=None, start=0):
+    """File indices in stream order, from stream position ``start`` on (a resumed run continues
+    where the interrupted one stopped without decoding what it skips)."""
+    if indices is None and not shuffle:
+        indices = np.arange(n)
     if indices is not None:
-        ds = tf.data.Dataset.from_tensor_slices(tf.constant(np.asarray(indices, np.int64)))
-        return ds.repeat() if repeat else ds
-    if not shuffle:
-        ds = tf.data.Dataset.range(n)
-        return ds.repeat() if repeat else ds
+        indices = np.asarray(indices, np.int64)
+        first = indices[start % len(indices) :] if repeat else indices[start:]
+        ds = tf.data.Dataset.from_tensor_slices(tf.constant(first, tf.int64))
+        if repeat:
+            ds = ds.concatenate(tf.data.Dataset.from_tensor_slices(tf.constant(indices)).repeat())
+        return ds
 
     # Epoch e is a stateless permutation seeded by (seed, e): every new iterator of the dataset
     # yields the same sequence (a seeded ``shuffle`` would advance its state per iterator).
@@ -188,8 +193,10 @@ def _index_stream(n, *, shuffle, repeat, seed, indices=None):
         keys = tf.random.stateless_uniform([n], tf.stack([tf.constant(int(seed), tf.int64), e]))
         return tf.data.Dataset.from_tensor_slices(tf.cast(tf.argsort(keys), tf.int64))
 
-    epochs = tf.data.Dataset.range(2**62) if repeat else tf.data.Dataset.range(1)
-    return epochs.flat_map(epoch)
+    if not repeat and start >= n:
+        return tf.data.Dataset.range(0)
+    epochs = tf.data.Dataset.range(start // n, 2**62) if repeat else tf.data.Dataset.range(1)
+    return epochs.flat_map(epoch).skip(start % n)
 
 
 def balanced_indices(spec: DatasetSpec, num_samples: int | None = None, seed: int = 0) -> np.ndarray:
@@ -215,8 +222,10 @@ def _train_stream(
     shuffle,
     repeat,
     seed,
+    start=0,
 ):
-    """Unbatched (image, label-or-None) stream with the training transforms."""
+    """Unbatched (image, label-or-None) stream with the training transforms, from element
+    ``start`` on (each element keeps the seed of its position)."""
     images, labels = _files(spec, with_labels)
     n = len(images)
     indices = None
@@ -229,7 +238,7 @@ def _train_stream(
         reps = math.ceil(num_samples / n)
         indices = np.concatenate([rng.permutation(n) if shuffle else np.arange(n) for _ in range(reps)])
         indices = indices[:num_samples]
-    idx = _index_stream(n, shuffle=shuffle, repeat=repeat, seed=seed, indices=indices)
+    idx = _index_stream(n, shuffle=shuffle, repeat=repeat, seed=seed, indices=indices, start=start)
     img_paths = tf.constant(images)
     lbl_paths = tf.constant(labels) if with_labels else None
     load = _loader(spec, with_labels)
@@ -278,7 +287,7 @@ def _train_stream(
             return image
         return image, tf.cast(label, tf.int32)
 
-    return idx.enumerate().map(element, num_parallel_calls=AUTOTUNE, deterministic=True)
+    return idx.enumerate(start=start).map(element, num_parallel_calls=AUTOTUNE, deterministic=True)
 
 
 # ------------------------------------------------------------------------------------ builders
@@ -297,6 +306,7 @@ def make_supervised_dataset(
     repeat: bool = True,
     seed: int = 0,
     drop_remainder: bool = True,
+    start: int = 0,
 ) -> tf.data.Dataset:
     """``(images (N,H,W,3) float32 [0,255], labels (N,H,W) int32)`` batches for source-only training.
 
@@ -309,6 +319,7 @@ def make_supervised_dataset(
         num_samples: length of one pass of the index stream (the official MAX_ITER x BATCH);
             default: the dataset size (uniform) or whole sub-epochs of 3000 (class-balanced).
         repeat: repeat the stream forever (use ``steps_per_epoch`` in ``fit``).
+        start: batches already trained on (a resumed run): the stream continues after them.
     """
     ds = _train_stream(
         spec,
@@ -323,6 +334,7 @@ def make_supervised_dataset(
         shuffle=shuffle,
         repeat=repeat,
         seed=seed,
+        start=int(start) * batch_size,
     )
     return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(AUTOTUNE)
 
@@ -337,9 +349,11 @@ def make_self_distillation_dataset(
     jitter=True,
     seed: int = 0,
     repeat: bool = True,
+    start: int = 0,
 ) -> tf.data.Dataset:
     """The official self-distillation recipe on a (pseudo-)labelled target spec (see
-    :meth:`DatasetSpec.with_labels`): jitter -> random scale 0.5-1.5 -> crop 512x1024 -> flip 0.5."""
+    :meth:`DatasetSpec.with_labels`): jitter -> random scale 0.5-1.5 -> crop 512x1024 -> flip 0.5;
+    ``start``: batches already trained on."""
     return make_supervised_dataset(
         spec,
         batch_size,
@@ -350,6 +364,7 @@ def make_self_distillation_dataset(
         flip_prob=flip_prob,
         seed=seed,
         repeat=repeat,
+        start=start,
     )
 
 
@@ -365,10 +380,12 @@ def make_adaptation_dataset(
     num_samples: int | None = None,
     seed: int = 0,
     repeat: bool = True,
+    start: int = 0,
 ) -> tf.data.Dataset:
     """FADA batches ``{"source_images", "source_labels", "target_images"}``, ``batch_size`` images per
     domain (the official BATCH=8 is 4 source + 4 target).  Colour jitter on the source only; the
-    target is resized and never jittered or flipped; target labels are never read."""
+    target is resized and never jittered or flipped; target labels are never read. ``start``:
+    batches already trained on (a resumed run continues after them)."""
     src = _train_stream(
         source,
         with_labels=True,
@@ -382,6 +399,7 @@ def make_adaptation_dataset(
         shuffle=True,
         repeat=repeat,
         seed=seed,
+        start=int(start) * batch_size,
     )
     tgt = _train_stream(
         target,
@@ -396,6 +414,7 @@ def make_adaptation_dataset(
         shuffle=True,
         repeat=True,
         seed=seed + 1,
+        start=int(start) * batch_size,
     )
 
     def to_dict(s, t):

@@ -1,9 +1,11 @@
 """What a run directory holds, and which checkpoint each stage starts from.
 
 ``<run>/config.yaml`` (the resolved config), ``<run>/metrics.json`` (every stage and the gain), and
-per stage ``<run>/<stage>/`` with ``config.yaml``, ``segmentor.weights.h5`` (the result), ``backup/``
-(``keras.callbacks.BackupAndRestore``), ``logs/`` (TensorBoard), ``history.csv`` and
-``metrics.json``; ``distill/pseudo_labels/`` holds the teacher's labels.
+per stage ``<run>/<stage>/`` with ``config.yaml``, ``backup/ckpt-<step>/`` (the atomic backups of
+:mod:`keras_fada.training.checkpoint`), ``snapshots/`` (the segmentor every checkpoint period),
+``segmentor.weights.h5`` and ``trained.json`` (the result, written once training is complete),
+``logs/`` (TensorBoard), ``history.csv`` and ``metrics.json`` (written last); ``distill/pseudo_labels/``
+holds the teacher's labels. Every file is written under a temporary name and renamed into place.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 from keras_fada.training import RunError
 
 CHECKPOINT = "segmentor.weights.h5"
+TRAINED = "trained.json"
 
 
 def stage_dir(run_dir: str, stage: str) -> str:
@@ -33,11 +36,48 @@ def stage_state(run_dir: str, stage: str) -> dict | None:
         return json.load(f)
 
 
+def trained_path(run_dir: str, stage: str) -> str:
+    return os.path.join(run_dir, stage, TRAINED)
+
+
+def trained_state(run_dir: str, stage: str) -> dict | None:
+    """``{"steps", "train_s"}`` once the stage's trained segmentor is written, else None."""
+    path = trained_path(run_dir, stage)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def has_progress(run_dir: str, stage: str) -> bool:
+    """Whether the stage folder holds anything trained (a backup, the result or its report); a
+    folder left by an attempt that failed before its first step does not block a rerun."""
+    sdir = stage_dir(run_dir, stage)
+    backup = os.path.join(sdir, "backup")
+    return any(os.path.isfile(os.path.join(sdir, f)) for f in (TRAINED, "metrics.json", CHECKPOINT)) or (
+        os.path.isdir(backup) and any(n.startswith("ckpt-") for n in os.listdir(backup))
+    )
+
+
+def check_output(run_dir: str) -> None:
+    """The run directory must be a folder that can be written, before any work."""
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise RunError(f"--output {run_dir!r} is a file; expected a directory (new or of a run)")
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+        probe = os.path.join(run_dir, f".write-test-{os.getpid()}")
+        with open(probe, "w") as f:
+            f.write("x")
+        os.remove(probe)
+    except OSError as e:
+        raise RunError(f"--output {run_dir!r} cannot be written: {e.strerror or e}") from None
+
+
 def check_run_dir(run_dir: str, stages, resume: bool) -> None:
     """Refuses to overwrite a run without ``--resume``."""
     if resume:
         return
-    taken = [s for s in stages if os.path.isdir(stage_dir(run_dir, s))]
+    taken = [s for s in stages if os.path.isdir(stage_dir(run_dir, s)) and has_progress(run_dir, s)]
     if taken:
         states = []
         for s in taken:
@@ -47,15 +87,6 @@ def check_run_dir(run_dir: str, stages, resume: bool) -> None:
             f"run directory {run_dir!r} already holds a run ({', '.join(states)}); "
             "pass --resume to continue it or choose another --output"
         )
-
-
-def backup_epoch(run_dir: str, stage: str) -> int:
-    """The epoch a stage's ``BackupAndRestore`` backup resumes at (0 without one)."""
-    path = os.path.join(stage_dir(run_dir, stage), "backup", "training_metadata.json")
-    if os.path.isfile(path):
-        with open(path) as f:
-            return int(json.load(f).get("epoch", 0))
-    return 0
 
 
 def pseudo_labels_done(run_dir: str) -> bool:

@@ -5,8 +5,8 @@ each a ``model.fit`` resumable from its ``BackupAndRestore`` backup (paper Sec. 
 from __future__ import annotations
 
 import json
-import math
 import os
+import re
 import shutil
 import time
 
@@ -17,8 +17,15 @@ from keras_fada import data as kd
 from keras_fada import evaluation
 from keras_fada.callbacks import LearningRateLogger, tensorboard_callback
 from keras_fada.models.fada import SegmentationTrainer
-from keras_fada.training import build, tasks
+from keras_fada.training import RunError, build, tasks
 from keras_fada.training import run_dir as R
+from keras_fada.training.checkpoint import (
+    AtomicBackupAndRestore,
+    SegmentorSnapshots,
+    atomic_json,
+    fault,
+    save_weights_atomic,
+)
 from keras_fada.training.pseudo_labels import write_pseudo_labels
 
 
@@ -34,25 +41,16 @@ def run_stage(cfg, stage, run_dir, verbose=1, evaluate_after=True) -> dict:
         keras.config.set_dtype_policy(previous)
 
 
-def _model_and_data(cfg, stage, run_dir, specs, seed, verbose):
-    """The stage's trainable model, its segmentor and its training batches."""
+def _model(cfg, stage, run_dir, specs, verbose):
+    """The stage's trainable model and its segmentor (self-distillation writes the teacher's
+    pseudo labels first, once)."""
     s = cfg[stage]
-    batch, jitter = int(s["batch_size"]), bool(s["jitter"])
     if stage == "source":
         segmentor = build.initial_segmentor(cfg, bool(s["freeze_bn"]))
-        train = kd.make_supervised_dataset(
-            specs["source_train"], batch, jitter=jitter,
-            class_balanced=bool(cfg["data"]["class_balanced"]), seed=seed,
-        )  # fmt: skip
-        return SegmentationTrainer(segmentor), segmentor, train
+        return SegmentationTrainer(segmentor), segmentor
     if stage == "adapt":
         segmentor = build.initial_segmentor(cfg, bool(s["freeze_bn"]), init=R.adapt_init(cfg, run_dir))
-        model = build.fada_model(cfg, segmentor)
-        train = kd.make_adaptation_dataset(
-            specs["source_train"], specs["target_train"], max(1, batch // 2), jitter=jitter,
-            class_balanced=bool(cfg["data"]["class_balanced"]), seed=seed,
-        )  # fmt: skip
-        return model, segmentor, train
+        return build.fada_model(cfg, segmentor), segmentor
     if stage == "distill":
         labels_dir = os.path.join(R.stage_dir(run_dir, stage), "pseudo_labels")
         if not R.pseudo_labels_done(run_dir):
@@ -63,82 +61,197 @@ def _model_and_data(cfg, stage, run_dir, specs, seed, verbose):
                 teacher, specs["target_train"], labels_dir, size=s["teacher_size"],
                 batch_size=int(cfg["eval"]["batch_size"]), verbose=bool(verbose),
             )  # fmt: skip
-            open(os.path.join(R.stage_dir(run_dir, stage), "pseudo_labels.done"), "w").close()
+            atomic_json(os.path.join(R.stage_dir(run_dir, stage), "pseudo_labels.done"), {})
         segmentor = build.initial_segmentor(cfg, bool(s["freeze_bn"]), init=R.distill_init(cfg, run_dir))
-        train = kd.make_self_distillation_dataset(
-            specs["target_train"].with_labels(labels_dir), batch, crop_size=tuple(s["crop_size"]),
-            scale_range=tuple(s["scale_range"]), flip_prob=float(s["flip_prob"]), jitter=jitter, seed=seed,
-        )  # fmt: skip
-        return SegmentationTrainer(segmentor), segmentor, train
+        return SegmentationTrainer(segmentor), segmentor
     raise C.ConfigError(f"unknown stage {stage!r}; stages: {', '.join(C.STAGES)}")
+
+
+def _data(cfg, stage, run_dir, specs, seed, start):
+    """The stage's training batches from batch ``start`` on: the seed never changes, so a resumed
+    stream continues the interrupted one exactly."""
+    s = cfg[stage]
+    batch, jitter = int(s["batch_size"]), bool(s["jitter"])
+    balanced = bool(cfg["data"]["class_balanced"])
+    if stage == "source":
+        return kd.make_supervised_dataset(
+            specs["source_train"], batch, jitter=jitter, class_balanced=balanced, seed=seed, start=start
+        )
+    if stage == "adapt":
+        return kd.make_adaptation_dataset(
+            specs["source_train"], specs["target_train"], max(1, batch // 2), jitter=jitter,
+            class_balanced=balanced, seed=seed, start=start,
+        )  # fmt: skip
+    labels_dir = os.path.join(R.stage_dir(run_dir, stage), "pseudo_labels")
+    return kd.make_self_distillation_dataset(
+        specs["target_train"].with_labels(labels_dir), batch, crop_size=tuple(s["crop_size"]),
+        scale_range=tuple(s["scale_range"]), flip_prob=float(s["flip_prob"]), jitter=jitter, seed=seed,
+        start=start,
+    )  # fmt: skip
+
+
+def _specs(cfg):
+    """The task's dataset specs; a plain ``ValueError`` of a builder becomes a :class:`DatasetError`."""
+    try:
+        return tasks.task_specs(cfg)
+    except (C.ConfigError, kd.DatasetError, RunError):
+        raise
+    except ValueError as e:
+        raise kd.DatasetError(f"task {cfg['task']!r}: {' '.join(str(e).split())}") from None
+
+
+def _data_error(e):
+    """The :class:`DatasetError` a ``tf.data`` failure carries (a corrupt file met while training)."""
+    match = re.search(r"DatasetError: ([^\n]*)", str(e))
+    if not match:
+        return None
+    return kd.DatasetError(
+        f"{match.group(1).strip()}; fix or remove the file, then continue with --resume "
+        "(the stage restarts from its last backup)"
+    )
+
+
+class _TargetEvaluation(keras.callbacks.Callback):
+    """Target-val mIoU of the segmentor every ``period`` steps (at the first epoch end at or after
+    each multiple), into the logs as ``val_miou`` (NaN in between), so history.csv holds the curve."""
+
+    def __init__(self, segmentor, spec, task, num_classes, size, batch_size, period):
+        super().__init__()
+        self.args, self.task = (segmentor, spec, num_classes), task
+        self.size, self.batch_size, self.period = size, batch_size, int(period)
+        self._last = None
+
+    def on_train_begin(self, logs=None):
+        self._last = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)) // self.period
+
+    def on_epoch_end(self, epoch, logs=None):
+        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        value = float("nan")
+        if step // self.period > self._last:
+            self._last = step // self.period
+            conf = evaluation.evaluate_dataset(*self.args, size=self.size, batch_size=self.batch_size)
+            value = float(tasks.reported_scores(self.task, conf)["miou"])
+        if logs is not None:
+            logs["val_miou"] = value
+
+
+def _callbacks(cfg, stage, sdir, backup, segmentor, specs, period):
+    eval_period = int(cfg["eval"]["period"])
+    callbacks = [
+        backup,
+        LearningRateLogger(),
+        SegmentorSnapshots(segmentor, os.path.join(sdir, "snapshots"), period, int(cfg["keep_snapshots"])),
+    ]
+    if eval_period:
+        callbacks.append(
+            _TargetEvaluation(
+                segmentor,
+                specs["target_val"],
+                cfg["task"],
+                int(cfg["num_classes"]),
+                cfg[stage]["eval_size"],
+                int(cfg["eval"]["batch_size"]),
+                eval_period,
+            )  # fmt: skip
+        )
+    return [
+        *callbacks,
+        tensorboard_callback(os.path.join(sdir, "logs"), update_freq=max(1, min(period, 50))),
+        keras.callbacks.CSVLogger(os.path.join(sdir, "history.csv"), append=True),
+    ]
+
+
+def _train(model, cfg, stage, run_dir, specs, backup, callbacks, done, steps, period, verbose):
+    """Trains from step ``done`` to ``steps`` in epochs of ``period`` steps (the last one shorter
+    when ``steps`` is not a multiple), each epoch ending with a backup."""
+    seed = int(cfg["seed"])
+    full, rem = divmod(steps - done, period)
+    e0 = done // period
+    segments = [(done, e0 + full, e0, period)] if full else []
+    if rem:
+        segments.append((steps - rem, e0 + full + 1, e0 + full, rem))
+    for start, epochs, initial, per_epoch in segments:
+        train = _data(cfg, stage, run_dir, specs, seed, start)
+        try:
+            # shuffle=False: the tf.data pipeline shuffles itself (Keras warns on shuffle=True).
+            model.fit(
+                train, epochs=epochs, initial_epoch=initial, steps_per_epoch=per_epoch,
+                callbacks=callbacks, verbose=verbose, shuffle=False,
+            )  # fmt: skip
+        except (C.ConfigError, kd.DatasetError, RunError):
+            raise
+        except Exception as e:  # noqa: BLE001 - tf.data wraps a corrupt file's DatasetError in its own
+            error = _data_error(e)
+            if error is None:
+                raise
+            raise error from None
 
 
 def _run_stage(cfg, stage, run_dir, verbose, evaluate_after) -> dict:
     s = cfg[stage]
     sdir = R.stage_dir(run_dir, stage)
     R.check_stage_inputs(cfg, stage, run_dir)
+    specs = _specs(cfg)  # data mistakes surface before the stage folder exists
     os.makedirs(sdir, exist_ok=True)
     C.dump(cfg, os.path.join(sdir, "config.yaml"))
-    specs = tasks.task_specs(cfg)
     steps = int(s["steps"])
-    per_epoch = max(1, min(int(s["checkpoint_period"]), steps))
-    epochs = math.ceil(steps / per_epoch)
-    start_epoch = R.backup_epoch(run_dir, stage)
-    seed = int(cfg["seed"]) + 1009 * start_epoch  # fresh data order after a resume
+    period = max(1, min(int(s["checkpoint_period"]), steps))
     # Weight initialisation (NumPy, Python and backend generators) follows the config's seed too,
-    # so the same config gives the same run.
-    keras.utils.set_random_seed(seed)
+    # so the same config gives the same run; a resume restores the RNG states of its backup.
+    keras.utils.set_random_seed(int(cfg["seed"]))
     t0 = time.perf_counter()
-    model, segmentor, train = _model_and_data(cfg, stage, run_dir, specs, seed, verbose)
-    model.compile(**build.stage_optimizers(cfg, stage))
-    callbacks = [
-        keras.callbacks.BackupAndRestore(
-            os.path.join(sdir, "backup"), save_freq="epoch", delete_checkpoint=False
-        ),
-        LearningRateLogger(),
-        tensorboard_callback(os.path.join(sdir, "logs"), update_freq=max(1, min(per_epoch, 50))),
-        keras.callbacks.CSVLogger(os.path.join(sdir, "history.csv"), append=True),
-    ]
-    done = start_epoch * per_epoch  # the header is printed even without progress bars
-    print(
-        f"[{stage}] {cfg['task']} / {cfg['backbone']}: {epochs * per_epoch} steps"
-        + (f", resuming at step {done}" if done else "")
-    )
-    if start_epoch < epochs:
-        # shuffle=False: the tf.data pipeline shuffles itself (Keras warns on shuffle=True with a Dataset).
-        model.fit(
-            train,
-            epochs=epochs,
-            steps_per_epoch=per_epoch,
-            callbacks=callbacks,
-            verbose=verbose,
-            shuffle=False,
+    trained = R.trained_state(run_dir, stage)
+    if trained and trained["steps"] >= steps:
+        # Trained already (killed before its report): never re-initialised, only completed.
+        print(f"[{stage}] trained already ({trained['steps']} steps): completing its evaluation and report")
+        segmentor = build.load_segmentor(
+            R.stage_checkpoint(run_dir, stage), cfg["backbone"], cfg["num_classes"]
         )
-    steps_done = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
-    segmentor.save_weights(os.path.join(sdir, R.CHECKPOINT))
-    # The whole model beside its weights: evaluate, predict, ccd and export load it as saved.
-    segmentor.save(build.whole_model_path(os.path.join(sdir, R.CHECKPOINT)))
-    result = {
-        "stage": stage,
-        "finished": True,
-        "steps": steps_done,
-        "train_s": round(time.perf_counter() - t0, 1),
-    }
-    if evaluate_after:
+        steps_done, train_s = trained["steps"], trained["train_s"]
+    else:
+        model, segmentor = _model(cfg, stage, run_dir, specs, verbose)
+        model.compile(**build.stage_optimizers(cfg, stage))
+        backup = AtomicBackupAndRestore(os.path.join(sdir, "backup"), keep=2)
+        done = backup.restore(model)
+        if trained and not done:
+            raise RunError(
+                f"stage {stage} in {run_dir!r} finished at {trained['steps']} steps and its backup is gone, "
+                f"so it cannot continue to {steps}: use another --output"
+            )
+        if done > steps:
+            raise RunError(
+                f"stage {stage} in {run_dir!r} has trained {done} steps, more than {stage}.steps={steps}"
+            )
+        print(
+            f"[{stage}] {cfg['task']} / {cfg['backbone']}: {steps} steps"
+            + (f", resuming at step {done}" if done else "")
+        )
+        if done < steps:
+            callbacks = _callbacks(cfg, stage, sdir, backup, segmentor, specs, period)
+            _train(model, cfg, stage, run_dir, specs, backup, callbacks, done, steps, period, verbose)
+        steps_done = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+        train_s = round(time.perf_counter() - t0, 1)
+        save_weights_atomic(segmentor, R.stage_checkpoint(run_dir, stage))
+        # The whole model beside its weights: evaluate, predict, ccd and export load it as saved.
+        segmentor.save(build.whole_model_path(R.stage_checkpoint(run_dir, stage)))
+        atomic_json(R.trained_path(run_dir, stage), {"steps": steps_done, "train_s": train_s})
+    fault("report")
+    result = {"stage": stage, "finished": True, "steps": steps_done, "train_s": train_s}
+    if evaluate_after and cfg["eval"]["end_of_stage"]:
         k = int(cfg["num_classes"])
         conf = evaluation.evaluate_dataset(
-            segmentor, specs["target_val"], k, size=s["eval_size"], batch_size=8
+            segmentor, specs["target_val"], k, size=s["eval_size"], batch_size=int(cfg["eval"]["batch_size"])
         )
         result.update(tasks.reported_scores(cfg["task"], conf))
     result["wall_s"] = round(time.perf_counter() - t0, 1)
-    with open(os.path.join(sdir, "metrics.json"), "w") as f:
-        json.dump(result, f, indent=1)
+    atomic_json(os.path.join(sdir, "metrics.json"), result)
     return result
 
 
 def run_stages(cfg, stages, run_dir, resume=False, verbose=1, report=print) -> dict:
     """Runs ``stages`` in order into ``run_dir``; a finished stage (with at least the requested
     steps) is reused when resuming, and a stage that trains invalidates the finished ones after it."""
+    R.check_output(run_dir)
     R.check_run_dir(run_dir, stages, resume)
     finished = {s for s in stages if (R.stage_state(run_dir, s) or {}).get("finished")}
     note = build.check_pretrained(cfg, [s for s in stages if s not in finished])
@@ -149,16 +262,17 @@ def run_stages(cfg, stages, run_dir, resume=False, verbose=1, report=print) -> d
     results = {}
     retrained = False
     for stage in stages:
+        sdir = R.stage_dir(run_dir, stage)
+        if os.path.isdir(sdir) and (retrained or not R.has_progress(run_dir, stage)):
+            shutil.rmtree(sdir)  # built on an older upstream checkpoint, or a failed start: nothing trained
         state = R.stage_state(run_dir, stage)
-        if retrained and os.path.isdir(R.stage_dir(run_dir, stage)):
-            shutil.rmtree(R.stage_dir(run_dir, stage))  # built on an older upstream checkpoint
-            state = None
         if state and state.get("finished") and state.get("steps", 0) >= int(cfg[stage]["steps"]):
             results[stage] = state
             report(f"[{stage}] already finished ({state['steps']} steps), reused")
         else:
+            trained = R.trained_state(run_dir, stage)
             results[stage] = run_stage(cfg, stage, run_dir, verbose=verbose)
-            retrained = True
+            retrained = retrained or not (trained and trained["steps"] == results[stage]["steps"])
         if "miou" in results[stage]:
             report(f"[{stage}] target mIoU {results[stage]['miou']:.2f}")
     summary = {"task": cfg["task"], "backbone": cfg["backbone"], "stages": results}
@@ -174,6 +288,5 @@ def run_stages(cfg, stages, run_dir, resume=False, verbose=1, report=print) -> d
             for s, r in summary["stages"].items()
             if s != "source" and "miou" in r
         }
-    with open(path, "w") as f:
-        json.dump(summary, f, indent=1)
+    atomic_json(path, summary)
     return summary

@@ -151,6 +151,15 @@ def _built(optimizer, variables):
     return optimizer
 
 
+def test_set_initial_epoch_in_on_train_begin_moves_fit():
+    with private("Trainer._initial_epoch"):
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        model.compile("sgd", "mse")
+        begin = keras.callbacks.LambdaCallback(on_train_begin=lambda logs: ki.set_initial_epoch(model, 2))
+        history = model.fit(np.zeros((4, 2)), np.zeros((4, 1)), epochs=3, verbose=0, callbacks=[begin])
+        assert history.epoch == [2]
+
+
 def test_slot_index_finds_each_variables_slot():
     with private("Optimizer._get_variable_index"):
         variables = [keras.Variable(np.zeros(shape, "float32")) for shape in [(2,), (3, 4), (5,)]]
