@@ -12,6 +12,9 @@ Conventions, all from ``train_adv.py`` of JDAI-CV/FADA:
   carries no information and is left out of the average. Soft and binary encodings never have
   such pixels, so for them the average is the official mean over all pixels.
 * An empty average (no valid pixel) is 0, never NaN.
+* ``with_count=True`` also returns the number of averaged pixels: a step that splits a batch
+  over micro-batches or devices re-weights each part's mean by its count, so that the result is
+  the mean over the whole batch (``keras_fada/models/fada/accumulation.py``).
 """
 
 from keras import ops
@@ -19,14 +22,15 @@ from keras import ops
 IGNORE_INDEX = 255
 
 
-def _masked_mean(values, mask):
+def _masked_mean(values, mask, with_count=False):
     mask = ops.cast(mask, values.dtype)
     total = ops.sum(values * mask)
     count = ops.sum(mask)
-    return total / ops.maximum(count, ops.ones_like(count))
+    mean = total / ops.maximum(count, ops.ones_like(count))
+    return (mean, count) if with_count else mean
 
 
-def soft_cross_entropy(logits, targets):
+def soft_cross_entropy(logits, targets, with_count=False):
     """Mean over pixels of ``-sum_c targets_c * log_softmax(logits)_c``.
 
     Args:
@@ -38,7 +42,7 @@ def soft_cross_entropy(logits, targets):
     targets = ops.cast(targets, "float32")
     per_pixel = -ops.sum(targets * ops.log_softmax(logits, axis=-1), axis=-1)
     valid = ops.sum(targets, axis=-1) > 0
-    return _masked_mean(per_pixel, valid)
+    return _masked_mean(per_pixel, valid, with_count)
 
 
 def source_encoding(a):
@@ -64,12 +68,12 @@ def discriminator_loss(
     )
 
 
-def adversarial_loss(target_logits, target_knowledge):
+def adversarial_loss(target_logits, target_knowledge, with_count=False):
     """Eq. 6: target features should be classified as *source* features of the same class."""
-    return soft_cross_entropy(target_logits, source_encoding(target_knowledge))
+    return soft_cross_entropy(target_logits, source_encoding(target_knowledge), with_count)
 
 
-def segmentation_loss(logits, labels, ignore_index=IGNORE_INDEX, temperature=1.0):
+def segmentation_loss(logits, labels, ignore_index=IGNORE_INDEX, temperature=1.0, with_count=False):
     """Pixel-wise cross-entropy (Eq. 3), mean over pixels whose label is not ``ignore_index``.
 
     Args:
@@ -91,4 +95,4 @@ def segmentation_loss(logits, labels, ignore_index=IGNORE_INDEX, temperature=1.0
     safe_labels = ops.where(valid, labels, ops.zeros_like(labels))
     log_probs = ops.log_softmax(logits, axis=-1)
     picked = ops.take_along_axis(log_probs, ops.expand_dims(safe_labels, -1), axis=-1)
-    return _masked_mean(-ops.squeeze(picked, axis=-1), valid)
+    return _masked_mean(-ops.squeeze(picked, axis=-1), valid, with_count)

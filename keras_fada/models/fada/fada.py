@@ -119,29 +119,36 @@ class FADA(SegmentationTrainer):
     def adaptation_outputs(self, batch, training=True):
         """Everything one FADA iteration needs, computed once (see the class docstring)."""
         source = self.source_outputs(batch, training=training)
-        return {**source, **self.target_outputs(batch, source, training=training)}
+        return {**source, **self.target_outputs(batch, training=training)}
 
     def _at_labels(self):
         return self.discriminator_resolution == "label"
 
+    def _to_output(self, x, size):
+        return self.upsample(x, size) if self._at_labels() else x
+
     def source_outputs(self, batch, training=True):
-        """Source pass: features, upsampled logits (for L_seg) and the detached knowledge ``a_s``."""
+        """Source pass: features, upsampled logits (for L_seg), the detached knowledge ``a_s``
+        and D's source term (Eq. 5) on the detached features."""
         source_features = self.segmentor.feature_extractor(batch["source_images"], training=training)
         source_logits_lowres = self.segmentor.classifier(source_features, training=training)
-        source_logits = self.upsample(source_logits_lowres, batch["source_labels"].shape[1:3])
+        source_size = batch["source_labels"].shape[1:3]
+        source_logits = self.upsample(source_logits_lowres, source_size)
         return {
             "source_features": source_features,
             "source_logits": source_logits,
             "source_knowledge": self.encoder(source_logits if self._at_labels() else source_logits_lowres),
+            # Eq. 5: D learns from features that are constants for F.
+            "discriminator_source_logits": self._to_output(
+                self.discriminator(ops.stop_gradient(source_features)), source_size
+            ),
         }
 
-    def target_outputs(self, batch, source, training=True):
-        """Target pass and both discriminator terms; uses only detached parts of ``source``."""
-        source_size = batch["source_labels"].shape[1:3]
+    def target_outputs(self, batch, source=None, training=True):
+        """Target pass: ``a_t``, L_adv's logits and D's target term; needs nothing of the source
+        pass (``source`` is accepted for compatibility)."""
         target_size = batch["target_images"].shape[1:3]
-
-        def to_output(x, size):
-            return self.upsample(x, size) if self._at_labels() else x
+        to_output = self._to_output
 
         target_features = self.segmentor.feature_extractor(batch["target_images"], training=training)
         # The target classifier output only yields the (detached) encoding.
@@ -152,10 +159,6 @@ class FADA(SegmentationTrainer):
             "target_knowledge": self.encoder(target_logits),
             # Eq. 6: gradients reach F through D's frozen weights.
             "adversarial_logits": to_output(self.discriminator(target_features, frozen=True), target_size),
-            # Eq. 5: D learns from features that are constants for F.
-            "discriminator_source_logits": to_output(
-                self.discriminator(ops.stop_gradient(source["source_features"])), source_size
-            ),
             "discriminator_target_logits": to_output(
                 self.discriminator(ops.stop_gradient(target_features)), target_size
             ),
@@ -164,46 +167,78 @@ class FADA(SegmentationTrainer):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         if not isinstance(x, dict):  # evaluate() on (images, labels): the segmentation loss only
             return super().compute_loss(x, y, y_pred, sample_weight, training)
-        return self._with_layer_losses(self.source_loss(x, y_pred) + self.target_loss(y_pred))
+        terms = {**self._terms(0, x, y_pred), **self._terms(1, x, y_pred)}
+        means = {name: mean for name, (mean, _) in terms.items()}
+        return self._with_layer_losses(self.update_loss_metrics({**means, "penalty": 0.0}))
 
-    def source_loss(self, batch, out):
-        """L_seg on the source logits (divided by ``source_temperature``)."""
-        seg = losses.segmentation_loss(
-            out["source_logits"], batch["source_labels"], temperature=self.temperature
-        )
-        self.segmentation_loss_metric.update_state(seg)
-        return seg
+    # ------------------------------------------------------------------ split steps
+    pass_names = ("source", "target")
 
-    def target_loss(self, out):
-        """``lambda_adv * L_adv + L_D``: everything that needs the target pass."""
-        adv = losses.adversarial_loss(out["adversarial_logits"], out["target_knowledge"])
+    def _terms(self, index, batch, out):
+        """``{name: (mean, count)}`` of the losses of pass ``index`` (0: source, 1: target)."""
+        if index == 0:
+            return {
+                # L_seg on the source logits (divided by ``source_temperature``).
+                "seg": losses.segmentation_loss(
+                    out["source_logits"],
+                    batch["source_labels"],
+                    temperature=self.temperature,
+                    with_count=True,
+                ),
+                "d_source": losses.soft_cross_entropy(
+                    out["discriminator_source_logits"],
+                    losses.source_encoding(out["source_knowledge"]),
+                    with_count=True,
+                ),
+            }
+        return {
+            "adv": losses.adversarial_loss(
+                out["adversarial_logits"], out["target_knowledge"], with_count=True
+            ),
+            "d_target": losses.soft_cross_entropy(
+                out["discriminator_target_logits"],
+                losses.target_encoding(out["target_knowledge"]),
+                with_count=True,
+            ),
+        }
+
+    def pass_terms(self, index, x, y=None):
+        """Pass 0: ``L_seg + w_s CE(D(f_s), [a_s; 0])``; pass 1: ``lambda_adv L_adv + w_t CE(D(f_t),
+        [0; a_t])`` and the weight penalties. Returns ``(terms, loss)`` as SegmentationTrainer."""
         source_weight, target_weight = self.discriminator_weights
-        disc = losses.discriminator_loss(
-            out["discriminator_source_logits"],
-            out["discriminator_target_logits"],
-            out["source_knowledge"],
-            out["target_knowledge"],
-            source_weight=source_weight,
-            target_weight=target_weight,
-        )
-        self.adversarial_loss_metric.update_state(adv)
+        if index == 0:
+            terms = self._terms(0, x, self.source_outputs(x, training=True))
+            return terms, terms["seg"][0] + source_weight * terms["d_source"][0]
+        terms = self._terms(1, x, self.target_outputs(x, training=True))
+        penalty = self._with_layer_losses(ops.zeros((), "float32"))
+        terms["penalty"] = (penalty, ops.ones((), "float32"))
+        return terms, self.lambda_adv * terms["adv"][0] + target_weight * terms["d_target"][0] + penalty
+
+    def pass_groups(self, index):
+        # L_adv and D's target term average the same (target) pixels, so pass 1 has one count.
+        if index == 1:
+            return ["adv"] * len(self.trainable_variables)
+        d_ids = {id(v) for v in self.discriminator.trainable_variables}
+        return ["d_source" if id(v) in d_ids else "seg" for v in self.trainable_variables]
+
+    def update_loss_metrics(self, means):
+        source_weight, target_weight = self.discriminator_weights
+        disc = source_weight * means["d_source"] + target_weight * means["d_target"]
+        self.segmentation_loss_metric.update_state(means["seg"])
+        self.adversarial_loss_metric.update_state(means["adv"])
         self.discriminator_loss_metric.update_state(disc)
-        return self.lambda_adv * adv + disc
+        return means["seg"] + self.lambda_adv * means["adv"] + disc + means["penalty"]
 
     def train_step(self, *args):
         # (data) on TF and torch, (state, data) on JAX's stateless trainer.
-        if not self.two_pass:
-            return super().train_step(*args)
-        backend = keras.backend.backend()
-        if backend == "torch":
-            from keras_fada.models.fada import torch_two_pass as two_pass
-        elif backend == "tensorflow":
-            from keras_fada.models.fada import tensorflow_two_pass as two_pass
-        elif backend == "jax":
-            from keras_fada.models.fada import jax_two_pass as two_pass
-        else:
-            return super().train_step(*args)
-        return two_pass.train_step(self, *args)
+        if self.two_pass:
+            return super().train_step(*args)  # SegmentationTrainer's split step
+        if self.uses_split_step():
+            raise ValueError("accumulation_steps > 1 and several devices need two_pass=True")
+        return keras.Model.train_step(self, *args)
+
+    def uses_split_step(self):
+        return self.two_pass or super().uses_split_step()
 
     def make_train_function(self, force=False):
         # JAX: the two passes as two XLA programs (one program interleaves them, see jax_two_pass).
@@ -222,9 +257,7 @@ class FADA(SegmentationTrainer):
     def _jax_two_programs(self):
         if not (self.two_pass and keras.backend.backend() == "jax"):
             return False
-        if self.run_eagerly or not self.jit_compile:
-            return False
-        return keras.distribution.distribution() is None  # sharded steps keep Keras' one program
+        return not self.run_eagerly and bool(self.jit_compile)
 
     # ------------------------------------------------------------------ optimisation
     def _optimizer_groups(self):

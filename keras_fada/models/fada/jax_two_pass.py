@@ -18,6 +18,8 @@ of ``FADA.compute_loss`` (tests/test_fada.py, tests/test_cross_backend.py).
 import jax
 import keras
 
+from keras_fada.models.fada import accumulation
+
 
 def _stateless(model, variables, fn):
     """Runs ``fn()`` with the model's variables bound to ``variables`` = (trainable,
@@ -37,89 +39,125 @@ def _stateless(model, variables, fn):
     return result, non_trainable, metrics
 
 
-def _gradients(model, state, loss_fn):
-    """Gradients of ``loss_fn() -> (loss, aux)`` with respect to the trainable variables."""
+def _pass(model, index, state, acc, micro):
+    """Pass ``index`` on one micro-batch: its gradients merged into ``acc`` (accumulation.py);
+    returns ``(acc, non_trainable)``, the BatchNorm values after the pass."""
     trainable, non_trainable, optimizer_vars, metrics = state
+    micro_x, micro_y = micro
 
-    def scaled_loss(trainable):
+    def objective(trainable):
         def fn():
-            loss, aux = loss_fn()
-            return model.optimizer.scale_loss(loss), (loss, aux)
+            terms, loss = model.pass_terms(index, micro_x, micro_y)
+            return model.optimizer.scale_loss(loss), terms
 
-        (scaled, (loss, aux)), non_trainable_, metrics_ = _stateless(
+        (scaled, terms), non_trainable_, _ = _stateless(
             model, (trainable, non_trainable, metrics, optimizer_vars), fn
         )
-        return scaled, (loss, aux, non_trainable_, metrics_)
+        return scaled, (terms, non_trainable_)
 
-    (_, (loss, aux, non_trainable, metrics)), grads = jax.value_and_grad(scaled_loss, has_aux=True)(trainable)
-    return grads, loss, aux, (trainable, non_trainable, optimizer_vars, metrics)
-
-
-def source_gradients(model, state, data):
-    """Program 1: ``(source_grads, seg_loss, source_outputs, non_trainable, metrics)``, the last
-    two being the state's BatchNorm and metric values after the source pass."""
-    x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-
-    def loss_fn():
-        source = model.source_outputs(x, training=True)
-        return model.source_loss(x, source), source
-
-    grads, seg, source, (_, non_trainable, _, metrics) = _gradients(model, state, loss_fn)
-    return grads, seg, jax.lax.stop_gradient(source), non_trainable, metrics
+    (_, (terms, non_trainable)), grads = jax.value_and_grad(objective, has_aux=True)(trainable)
+    terms = jax.lax.stop_gradient(terms)
+    return accumulation.merge(acc, index, grads, terms, model.pass_groups(index)), non_trainable
 
 
-def target_update(model, trainable, optimizer_vars, source_result, data):
-    """Program 2: the target pass, the summed gradients and the optimiser step: ``(logs, state)``."""
-    source_grads, seg, source, non_trainable, metrics = source_result
-    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-
-    def loss_fn():
-        out = {**source, **model.target_outputs(x, source, training=True)}
-        return model._with_layer_losses(model.target_loss(out)), out
-
-    state = (trainable, non_trainable, optimizer_vars, metrics)
-    target_grads, rest, out, (trainable, non_trainable, optimizer_vars, metrics) = _gradients(
-        model, state, loss_fn
-    )
-    grads = keras.tree.map_structure(lambda a, b: a + b, source_grads, target_grads)
+def _update(model, trainable, non_trainable, optimizer_vars, metrics, acc, batch_size):
+    """The optimiser step from the accumulated gradients, and the metric updates: ``(logs, state)``."""
+    groups = [model.pass_groups(i) for i in range(len(model.pass_names))]
+    grads, means = accumulation.finish(acc, groups)  # the arrays are global under a sharding
     trainable, optimizer_vars = model.optimizer.stateless_apply(optimizer_vars, grads, trainable)
-    logs, metrics = _update_metrics(model, metrics, seg + rest, x, y, out, sample_weight)
+    mapping = list(zip(model.metrics_variables, metrics, strict=True))
+    with keras.StatelessScope(state_mapping=mapping) as scope:
+        total = model.update_loss_metrics(means)
+        model._loss_metric().update_state(total, sample_weight=batch_size)
+        logs = model.get_metrics_result()
+    metrics = [scope.get_current_value(v) for v in model.metrics_variables]
     return logs, (trainable, non_trainable, optimizer_vars, metrics)
 
 
-def _update_metrics(model, metrics, loss, x, y, out, sample_weight):
-    """The stateless metric update of a Keras step: ``loss`` into the ``"loss"`` metric, then
-    ``compute_metrics``; returns the logs and the new metric values."""
-    mapping = list(zip(model.metrics_variables, metrics, strict=True))
-    with keras.StatelessScope(state_mapping=mapping) as scope:
-        model._loss_metric().update_state(loss, sample_weight=x["source_images"].shape[0])
-        logs = model.compute_metrics(x, y, out, sample_weight)
-    return logs, [scope.get_current_value(v) for v in model.metrics_variables]
+def _groups():
+    """The devices that share the batch axis under the current ``keras.distribution`` (1: none)."""
+    distribution = keras.distribution.distribution()
+    if distribution is None:
+        return 1
+    mesh = distribution.device_mesh
+    return int(mesh.shape[mesh.axis_names.index(distribution.batch_dim_name)])
+
+
+def _micro_batches(model, data):
+    x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+    return accumulation.micro_batches((x, y), model.accumulation_steps, _groups()), keras.tree.flatten(x)[0]
 
 
 def train_step(model, state, data):
     """The whole step as one function (what ``run_eagerly`` or an outer ``jax.jit`` sees)."""
-    trainable, _, optimizer_vars, _ = state
-    return target_update(model, trainable, optimizer_vars, source_gradients(model, state, data), data)
+    trainable, non_trainable, optimizer_vars, metrics = state
+    micro, first = _micro_batches(model, data)
+    acc = None
+    for part in micro:
+        for index in range(len(model.pass_names)):
+            acc, non_trainable = _pass(
+                model, index, (trainable, non_trainable, optimizer_vars, metrics), acc, part
+            )
+    return _update(model, trainable, non_trainable, optimizer_vars, metrics, acc, first.shape[0])
 
 
 def compiled_train_step(model):
-    """``train_step`` as two XLA programs; the second consumes (donates) the weights and the
-    optimiser slots. BatchNorm and metric values pass through program 1, possibly as the very
-    buffers of the state, so they are not donated. tests/test_keras_internals.py counts the
-    compilations of the two by their names."""
+    """``train_step`` as one XLA program per pass and micro-batch, in sequence: ``fada_source_gradients``
+    and ``fada_target_update`` (the last pass, with the optimiser step, which consumes (donates)
+    the weights and the optimiser slots); with ``accumulation_steps`` > 1 also
+    ``fada_target_gradients`` for the other micro-batches. BatchNorm and metric values pass through
+    as the very buffers of the state, so they are not donated. tests/test_keras_internals.py
+    counts the compilations by their names. Under a ``keras.distribution`` the programs run on
+    the sharded arrays (XLA inserts the all-reduces); the state keeps its shardings."""
+    names = model.pass_names
 
-    def fada_source_gradients(state, data):
-        return source_gradients(model, state, data)
+    def named(fn, name):
+        fn.__name__ = fn.__qualname__ = name
+        return fn
 
-    def fada_target_update(trainable, optimizer_vars, source_result, data):
-        return target_update(model, trainable, optimizer_vars, source_result, data)
+    passes = [
+        jax.jit(
+            named(lambda state, acc, micro, i=i: _pass(model, i, state, acc, micro), f"fada_{n}_gradients")
+        )
+        for i, n in enumerate(names)
+    ]
 
-    source = jax.jit(fada_source_gradients)
-    target = jax.jit(fada_target_update, donate_argnums=(0, 1))
+    def last(trainable, optimizer_vars, non_trainable, metrics, acc, micro, batch_size):
+        acc, non_trainable = _pass(
+            model, len(names) - 1, (trainable, non_trainable, optimizer_vars, metrics), acc, micro
+        )
+        return _update(model, trainable, non_trainable, optimizer_vars, metrics, acc, batch_size)
+
+    out_shardings = None
+    if keras.distribution.distribution() is not None:
+        shardings = [
+            [v.value.sharding for v in variables]
+            for variables in (
+                model.trainable_variables,
+                model.non_trainable_variables,
+                model.optimizer.variables,
+                model.metrics_variables,
+            )
+        ]
+        out_shardings = (None, tuple(shardings))
+    update = jax.jit(
+        named(last, f"fada_{names[-1]}_update"),
+        donate_argnums=(0, 1),
+        static_argnums=(6,),
+        out_shardings=out_shardings,
+    )
 
     def step(state, data):
-        trainable, _, optimizer_vars, _ = state
-        return target(trainable, optimizer_vars, source(state, data), data)
+        trainable, non_trainable, optimizer_vars, metrics = state
+        micro, first = _micro_batches(model, data)
+        acc = None
+        for k, part in enumerate(micro):
+            for index in range(len(names)):
+                if k == len(micro) - 1 and index == len(names) - 1:
+                    break
+                acc, non_trainable = passes[index](
+                    (trainable, non_trainable, optimizer_vars, metrics), acc, part
+                )
+        return update(trainable, optimizer_vars, non_trainable, metrics, acc, micro[-1], int(first.shape[0]))
 
     return step

@@ -51,11 +51,16 @@ class SegmentationTrainer(keras.Model):
     >>> logits = trainer.predict(images)   # at the image resolution
     """
 
-    def __init__(self, segmentor, temperature=1.0, align_corners=True, **kwargs):
+    def __init__(self, segmentor, temperature=1.0, align_corners=True, accumulation_steps=1, **kwargs):
         super().__init__(**kwargs)
         self.segmentor = segmentor
         self.temperature = float(temperature)
         self.align_corners = bool(align_corners)
+        if int(accumulation_steps) < 1:
+            raise ValueError(f"accumulation_steps must be >= 1, got {accumulation_steps!r}")
+        # Each batch is split into this many micro-batches and gives one optimiser step, that of
+        # the whole batch (accumulation.py).
+        self.accumulation_steps = int(accumulation_steps)
         self.segmentation_loss_metric = keras.metrics.Mean(name="seg_loss")
         # Sub-networks come built (their variables define the optimiser groups at compile time).
         self.built = all(part is not None and part.built for part in self._networks())
@@ -84,6 +89,44 @@ class SegmentationTrainer(keras.Model):
         for extra in self.losses:  # regularisers a user may have attached
             loss = loss + ops.cast(ops.sum(extra), loss.dtype)
         return loss
+
+    # ------------------------------------------------------------------ split steps
+    # The step in passes, each giving loss terms as (mean, pixel count): what gradient
+    # accumulation and data parallel need to equal the step of the whole batch (accumulation.py).
+    pass_names = ("segmentation",)
+
+    def pass_terms(self, index, x, y):
+        """``(terms, loss)`` of pass ``index`` on a (micro-)batch: ``{name: (mean, count)}`` and
+        the objective to differentiate."""
+        seg = losses.segmentation_loss(
+            self(x, training=True), y, temperature=self.temperature, with_count=True
+        )
+        penalty = self._with_layer_losses(ops.zeros((), "float32"))
+        return {"seg": seg, "penalty": (penalty, ops.ones((), "float32"))}, seg[0] + penalty
+
+    def pass_groups(self, index):
+        """Per trainable variable, the term whose count weights its gradient in pass ``index``."""
+        return ["seg"] * len(self.trainable_variables)
+
+    def update_loss_metrics(self, means):
+        """Updates the loss trackers from the global term means; returns the total loss."""
+        self.segmentation_loss_metric.update_state(means["seg"])
+        return means["seg"] + means["penalty"]
+
+    def uses_split_step(self):
+        """Whether ``train_step`` runs the passes of ``accumulation.py`` (accumulating, or under
+        a data-parallel engine) rather than Keras' own step."""
+        from keras_fada.training import distribute
+
+        return self.accumulation_steps > 1 or distribute.replicas() > 1
+
+    def train_step(self, *args):
+        # (data) on TF and torch, (state, data) on JAX's stateless trainer.
+        if not self.uses_split_step():
+            return super().train_step(*args)
+        from keras_fada.models.fada.accumulation import backend_step
+
+        return backend_step().train_step(self, *args)
 
     def _loss_metric(self):
         """The ``"loss"`` metric that ``fit`` logs, for a custom training step to update (found by
@@ -173,6 +216,7 @@ class SegmentationTrainer(keras.Model):
             segmentor=keras.saving.serialize_keras_object(self.segmentor),
             temperature=self.temperature,
             align_corners=self.align_corners,
+            accumulation_steps=self.accumulation_steps,
         )
         return config
 

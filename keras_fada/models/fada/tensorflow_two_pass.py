@@ -1,8 +1,9 @@
 """FADA's training step on TensorFlow in two backward passes, as the official loop.
 
-As ``torch_two_pass``: ``L_seg`` is differentiated first, then the target pass runs and
-``lambda_adv * L_adv + L_D`` is differentiated, and the two gradients are summed before one
-optimiser step. In a graph, program order is not execution order, so the target pass is built
+As ``torch_two_pass``: the source pass (``L_seg`` and D's source term) is differentiated
+first, then the target pass runs and ``lambda_adv * L_adv`` + D's target term is differentiated,
+and the two gradients are summed before one optimiser step (over the micro-batches and
+replicas of ``accumulation.py``). In a graph, program order is not execution order, so the target pass is built
 under a control dependency on the source gradients: TensorFlow can then free the source
 activations before the target ones exist. Same gradients as the single pass of
 ``FADA.compute_loss`` (tests/test_fada.py, tests/test_cross_backend.py).
@@ -11,25 +12,37 @@ activations before the target ones exist. Same gradients as the single pass of
 import keras
 import tensorflow as tf
 
+from keras_fada.models.fada import accumulation
+
+
+def all_reduce_sum(x):
+    """``x`` summed over the replicas of the current ``tf.distribute`` strategy."""
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return x
+    return ctx.all_reduce(tf.distribute.ReduceOp.SUM, x)
+
 
 def train_step(model, data):
-    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
     weights = model.trainable_weights
-    with tf.GradientTape() as tape:
-        source = model.source_outputs(x, training=True)
-        seg = model.source_loss(x, source)
-        scaled = model.optimizer.scale_loss(seg)
-    source_grads = tape.gradient(scaled, weights)
-    with tf.control_dependencies([g for g in source_grads if g is not None]):
-        source = {k: tf.stop_gradient(tf.identity(v)) for k, v in source.items()}
-        with tf.GradientTape() as tape:
-            out = {**source, **model.target_outputs(x, source, training=True)}
-            rest = model._with_layer_losses(model.target_loss(out))
-            scaled = model.optimizer.scale_loss(rest)
-        target_grads = tape.gradient(scaled, weights)
-    grads = [
-        a if b is None else b if a is None else a + b for a, b in zip(source_grads, target_grads, strict=True)
-    ]
-    model._loss_metric().update_state(seg + rest, sample_weight=tf.shape(x["source_images"])[0])
+    state, after = None, []
+    for micro_x, micro_y in accumulation.micro_batches((x, y), model.accumulation_steps):
+        for index in range(len(model.pass_names)):
+            # Each pass is built after the previous one's gradients: TensorFlow can then free
+            # one pass's activations before the next pass's exist.
+            with tf.control_dependencies(after):
+                with tf.GradientTape() as tape:
+                    terms, loss = model.pass_terms(index, micro_x, micro_y)
+                    scaled = model.optimizer.scale_loss(loss)
+                grads = tape.gradient(scaled, weights)
+                terms = tf.nest.map_structure(tf.stop_gradient, terms)
+            state = accumulation.merge(state, index, grads, terms, model.pass_groups(index))
+            after = [g for g in state["grads"][f"pass{index}"] if g is not None]
+    groups = [model.pass_groups(i) for i in range(len(model.pass_names))]
+    # The strategy's optimiser sums the replicas' gradients: each replica gives its share.
+    grads, means = accumulation.finish(state, groups, all_reduce_sum)
+    total = model.update_loss_metrics(means)
+    model._loss_metric().update_state(total, sample_weight=tf.shape(keras.tree.flatten(x)[0])[0])
     model.optimizer.apply(grads, weights)
-    return model.compute_metrics(x, y, out, sample_weight=sample_weight)
+    return model.get_metrics_result()
