@@ -26,7 +26,7 @@ def test_command_line_facts_exist():
         text = f.read()
     code = re.findall(r"^```bash\n(.*?)^```$", text, flags=re.DOTALL | re.MULTILINE)
     code += re.findall(r"`([^`\n]+)`", text)
-    commands = set(re.findall(r"(?:^|&& )keras-fada ([a-z]+)", "\n".join(code), flags=re.MULTILINE))
+    commands = set(re.findall(r"(?:^|&& )keras-fada ([a-z][a-z-]*)", "\n".join(code), flags=re.MULTILINE))
     assert commands and commands <= set(cli.commands), commands - set(cli.commands)
     known = {"--help"} | {
         opt for command in cli.commands.values() for param in command.params for opt in param.opts
