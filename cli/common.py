@@ -3,6 +3,7 @@ a checkpoint, sizes and scales given on the command line into values."""
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 
@@ -26,6 +27,18 @@ def _known_errors():
     return (ConfigError, DatasetError, RunError)
 
 
+# Output mistakes (a full disk, a read-only or missing place, a file where a folder belongs): one line.
+_OUTPUT_ERRNOS = {
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EROFS,
+    errno.EACCES,
+    errno.EPERM,
+    errno.ENOTDIR,
+    errno.EISDIR,
+}
+
+
 def user_errors(fn):
     """Converts the library's user-mistake exceptions into :class:`UserError`."""
 
@@ -35,6 +48,13 @@ def user_errors(fn):
             return fn(*args, **kwargs)
         except _known_errors() as e:
             raise UserError(" ".join(str(e).split())) from None
+        except OSError as e:
+            if e.errno not in _OUTPUT_ERRNOS:
+                raise
+            where = f" {e.filename!r}" if e.filename else ""
+            raise UserError(
+                f"cannot write{where}: {e.strerror}; free space or choose another --output"
+            ) from None
 
     return wrapper
 
@@ -82,11 +102,16 @@ def checkpoint_config(task, checkpoint, backbone, data_root, config_file, overri
 
 
 def parse_scales(multiscale, scales, cfg) -> tuple:
-    if scales:
+    if scales is not None:
         try:
-            return tuple(float(s) for s in scales.split(","))
+            values = tuple(float(s) for s in scales.split(","))
         except ValueError:
-            raise UserError(f"--scales must be comma-separated numbers, got {scales!r}") from None
+            values = ()
+        if not values or not all(v > 0 for v in values):
+            raise UserError(
+                f"--scales must be comma-separated numbers > 0, e.g. 0.75,1.0,1.25; got {scales!r}"
+            )
+        return values
     if multiscale:
         return tuple(float(s) for s in cfg["eval"]["scales"])
     return (1.0,)

@@ -49,7 +49,12 @@ def convert(src, dst_prefix, backbone, num_classes, trainable_bn, kind, preset, 
             src, dst_prefix, backbone="resnet_small" if backbone == "small" else backbone,
             num_classes=num_classes, frozen_bn=not trainable_bn, kind=kind,
         )  # fmt: skip
-    except (ValueError, KeyError) as e:
-        raise UserError(" ".join(str(e).split())[:500]) from None
+    except Exception as e:  # noqa: BLE001 - torch/pickle/numpy raise many types for a file that is no checkpoint
+        text = " ".join(str(e).split())[:300]
+        raise UserError(
+            f"cannot convert {src!r}: expected an official FADA checkpoint or ImageNet weights "
+            f"(.pth, .safetensors or .npz) of a {backbone} network with {num_classes} classes "
+            f"({type(e).__name__}: {text})"
+        ) from None
     for name, path in paths.items():
         click.echo(f"{name}: {path}")

@@ -30,12 +30,15 @@ from keras_fada.config import STAGES
 @click.option("--data-root", default=None)
 @click.option("--config", "config_file", type=click.Path(), default=None)
 @click.option("--output", default=None, help="JSON file (default: <checkpoint>.eval.json).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.argument("overrides", nargs=-1)
 @user_errors
 def evaluate(
-    task, checkpoint, backbone, multiscale, flip, scales, size, data_root, config_file, output, overrides
-):
-    """Per-class IoU and mIoU on the task's target validation set (also written as JSON)."""
+    task, checkpoint, backbone, multiscale, flip, scales, size, data_root, config_file, output, quiet,
+    overrides,
+):  # fmt: skip
+    """Per-class IoU and mIoU on the task's target validation set (also written as JSON).
+    Multi-scale inputs are resized as eval.scale_resize says (default: as the official code)."""
     from keras_fada.evaluation import evaluate_dataset
     from keras_fada.training import tasks
     from keras_fada.training.build import load_segmentor
@@ -47,10 +50,13 @@ def evaluate(
     size = parse_size(size) or tuple(cfg[stage if stage in STAGES else "adapt"]["eval_size"])
     segmentor = load_segmentor(checkpoint, cfg["backbone"], k)
     spec = tasks.task_specs(cfg)["target_val"]
+    scale_resize = cfg["eval"]["scale_resize"]
     conf = evaluate_dataset(segmentor, spec, k, size=size, batch_size=int(cfg["eval"]["batch_size"]),
-                            scales=scale_list, flip=flip)  # fmt: skip
+                            scales=scale_list, flip=flip, scale_resize=scale_resize, verbose=not quiet)  # fmt: skip
     scores = tasks.reported_scores(task, conf)
     scores.update(task=task, checkpoint=checkpoint, scales=list(scale_list), flip=flip, size=list(size))
+    if len(scale_list) > 1 or scale_list[0] != 1.0:
+        scores.update(scale_resize=scale_resize)
     for name, v in scores["iou"].items():
         click.echo(f"{name:<15}{v:>7.2f}")
     click.echo(f"{'mIoU':<15}{scores['miou']:>7.2f}   ({scores['num_classes_reported']} classes)")

@@ -25,9 +25,12 @@ from keras_fada.data.check import precheck_task
 @click.option("--output", default=None, help="Run directory (default: runs/<task>-<backbone>).")
 @click.option("--resume", is_flag=True, help="Continue the run in --output.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--devices", default=None, help="Data parallel over N devices, or 'all' (config key devices).")
 @click.argument("overrides", nargs=-1)
 @user_errors
-def train(task, stage, backbone, config_file, data_root, pretrained, output, resume, quiet, overrides):
+def train(
+    task, stage, backbone, config_file, data_root, pretrained, output, resume, quiet, devices, overrides
+):
     """Train one stage or the whole chain (source-only -> FADA -> pseudo labels -> self-distillation).
 
     OVERRIDES are KEY=VALUE with dotted keys, e.g. lambda_adv=0.01 encoder.mode=binary source.steps=500.
@@ -38,6 +41,7 @@ def train(task, stage, backbone, config_file, data_root, pretrained, output, res
 
     stages = list(STAGES) if stage == "all" else [stage]
     overrides = with_data_root(overrides, data_root) + ([f"pretrained={pretrained}"] if pretrained else [])
+    overrides += [f"devices={0 if devices == 'all' else devices}"] if devices else []
     base = None
     if resume and output and os.path.isfile(os.path.join(output, "config.yaml")):
         base = C.read_yaml(os.path.join(output, "config.yaml"))
@@ -45,7 +49,16 @@ def train(task, stage, backbone, config_file, data_root, pretrained, output, res
     output = output or os.path.join("runs", f"{task}-{cfg['backbone']}")
     if resume and not os.path.isdir(output):
         raise UserError(f"nothing to resume in {output!r}; run without --resume to start it")
+    from keras_fada.training import run_dir as R
+
+    R.check_output(output)  # a file, a read-only place: one line before any work
+    R.check_run_dir(output, stages, resume)
     precheck_task(cfg, stages)  # every split the stages read is listed and paired, before any network
+    from keras_fada.training import distribute
+
+    distribute.setup(cfg, stages)  # before the backend initialises its devices
+    if distribute.rank() > 0:  # torchrun / jax.distributed: only process 0 writes the run directory
+        output = os.path.join(output, f".rank{distribute.rank()}")
     from keras_fada.training.stages import run_stages  # the backend loads here, after every check
 
     t0 = time.perf_counter()

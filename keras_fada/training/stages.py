@@ -17,7 +17,7 @@ from keras_fada import data as kd
 from keras_fada import evaluation
 from keras_fada.callbacks import LearningRateLogger, tensorboard_callback
 from keras_fada.models.fada import SegmentationTrainer
-from keras_fada.training import RunError, build, tasks
+from keras_fada.training import RunError, build, distribute, tasks
 from keras_fada.training import run_dir as R
 from keras_fada.training.checkpoint import (
     AtomicBackupAndRestore,
@@ -36,7 +36,8 @@ def run_stage(cfg, stage, run_dir, verbose=1, evaluate_after=True) -> dict:
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(cfg.get("precision", "float32"))
     try:
-        return _run_stage(cfg, stage, run_dir, verbose, evaluate_after)
+        with distribute.engine(cfg):  # data parallel: build, compile and fit on cfg["devices"]
+            return _run_stage(cfg, stage, run_dir, verbose, evaluate_after)
     finally:
         keras.config.set_dtype_policy(previous)
 
@@ -88,16 +89,6 @@ def _data(cfg, stage, run_dir, specs, seed, start):
         scale_range=tuple(s["scale_range"]), flip_prob=float(s["flip_prob"]), jitter=jitter, seed=seed,
         start=start,
     )  # fmt: skip
-
-
-def _specs(cfg):
-    """The task's dataset specs; a plain ``ValueError`` of a builder becomes a :class:`DatasetError`."""
-    try:
-        return tasks.task_specs(cfg)
-    except (C.ConfigError, kd.DatasetError, RunError):
-        raise
-    except ValueError as e:
-        raise kd.DatasetError(f"task {cfg['task']!r}: {' '.join(str(e).split())}") from None
 
 
 def _data_error(e):
@@ -171,7 +162,7 @@ def _train(model, cfg, stage, run_dir, specs, backup, callbacks, done, steps, pe
     if rem:
         segments.append((steps - rem, e0 + full + 1, e0 + full, rem))
     for start, epochs, initial, per_epoch in segments:
-        train = _data(cfg, stage, run_dir, specs, seed, start)
+        train = distribute.prepare(cfg, model, _data(cfg, stage, run_dir, specs, seed, start))
         try:
             # shuffle=False: the tf.data pipeline shuffles itself (Keras warns on shuffle=True).
             model.fit(
@@ -191,7 +182,7 @@ def _run_stage(cfg, stage, run_dir, verbose, evaluate_after) -> dict:
     s = cfg[stage]
     sdir = R.stage_dir(run_dir, stage)
     R.check_stage_inputs(cfg, stage, run_dir)
-    specs = _specs(cfg)  # data mistakes surface before the stage folder exists
+    specs = tasks.task_specs(cfg)  # data mistakes surface before the stage folder exists
     os.makedirs(sdir, exist_ok=True)
     C.dump(cfg, os.path.join(sdir, "config.yaml"))
     steps = int(s["steps"])

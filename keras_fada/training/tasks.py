@@ -126,7 +126,14 @@ def task_specs(cfg: dict) -> dict:
                 f"config key 'data.lists.{split}' is {path!r}; expected an existing list file "
                 "(one image per line, relative to the image folder)"
             )
-    specs = _task_specs(cfg)
+    try:
+        specs = _task_specs(cfg)
+    except ValueError as e:  # a builder's plain ValueError is a data mistake: one line, not a traceback
+        from keras_fada.data.datasets import DatasetError
+
+        if isinstance(e, DatasetError) or type(e).__name__ in ("ConfigError", "RunError"):
+            raise
+        raise DatasetError(f"task {cfg['task']!r}: {' '.join(str(e).split())}") from None
     for split, path in lists.items():
         specs[split] = specs[split].replace(list_file=os.path.abspath(path))
     return specs
