@@ -18,6 +18,7 @@ import os
 import keras
 from keras import ops
 
+import keras_fada.models.deeplabv2  # noqa: F401 - registers the classes a .keras file names
 from keras_fada.backend import tracing
 
 FORMATS = ("saved_model", "onnx", "keras")

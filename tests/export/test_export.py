@@ -109,3 +109,14 @@ def test_cli_export_fixed_size_and_unsupported_format(segmentor, tmp_path):
             assert_user_error(code, text, f"cannot export {unsupported}", reason.split()[0])
     code, text, _ = run("export", *common, "--format", "keras", "--size", "32by64")
     assert_user_error(code, text, "--size must be HxW")
+
+
+def test_keras_file_loads_in_a_fresh_process_with_only_the_export_module(segmentor, tmp_path):
+    # was: TypeError, Segmentor not registered unless keras_fada.models had been imported
+    import subprocess
+    import sys
+
+    path = E.export_segmentor(segmentor, tmp_path, "keras")
+    code = f"import keras, keras_fada.export; print(keras.saving.load_model({path!r}).head)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip().endswith("logits"), out.stderr[-500:]
