@@ -148,12 +148,23 @@ class ScalarTensorBoard(keras.callbacks.Callback):
         self._writer.close()
 
 
+class ResumableTensorBoard(keras.callbacks.TensorBoard):
+    """``keras.callbacks.TensorBoard`` whose batch step continues at ``optimizer.iterations``: Keras'
+    restarts at 0 in every ``fit``, so a resumed run would write over its own curves."""
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        from keras_fada.backend.keras_internals import continue_tensorboard_steps
+
+        continue_tensorboard_steps(self, int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)))
+
+
 def tensorboard_callback(log_dir, update_freq=50):
-    """``keras.callbacks.TensorBoard`` when the ``tensorboard`` package is installed, else
+    """:class:`ResumableTensorBoard` when the ``tensorboard`` package is installed, else
     :class:`ScalarTensorBoard` (same event-file format, scalars only)."""
     try:
         import tensorboard  # noqa: F401
 
-        return keras.callbacks.TensorBoard(log_dir, update_freq=update_freq)
+        return ResumableTensorBoard(log_dir, update_freq=update_freq)
     except ImportError:
         return ScalarTensorBoard(log_dir, update_freq=update_freq)

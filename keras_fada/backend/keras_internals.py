@@ -55,6 +55,11 @@ PRIVATE_API = {
         "(set_initial_epoch; keras.callbacks.BackupAndRestore sets it the same way)",
         "fit(initial_epoch=...) is read before callbacks run; a callback has no public way to move it",
     ),
+    "TensorBoard._global_train_batch / _previous_epoch_iterations": (
+        "the batch step of keras.callbacks.TensorBoard, continued after a resume "
+        "(continue_tensorboard_steps; Keras sets it to 0 in on_train_begin)",
+        "update_freq / the public constructor arguments set no starting step",
+    ),
     "Optimizer._get_variable_index": (
         "the slot of a variable in update_step (slot_index)",
         "no public name; keras.optimizers.Optimizer's own docstring example uses it",
@@ -153,6 +158,12 @@ def jax_train_function(model, step):
 def set_initial_epoch(model, epoch: int) -> None:
     """Makes the running ``fit`` start at ``epoch`` (what ``BackupAndRestore`` does on restore)."""
     model._initial_epoch = int(epoch)
+
+
+def continue_tensorboard_steps(callback, step: int) -> None:
+    """Makes a ``keras.callbacks.TensorBoard`` count its batch steps from ``step``."""
+    callback._global_train_batch = int(step)
+    callback._previous_epoch_iterations = int(step)
 
 
 # ------------------------------------------------------------------ optimisers

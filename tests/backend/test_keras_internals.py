@@ -160,6 +160,23 @@ def test_set_initial_epoch_in_on_train_begin_moves_fit():
         assert history.epoch == [2]
 
 
+def test_resumed_tensorboard_continues_its_step(tmp_path):
+    from keras_fada.callbacks import ResumableTensorBoard
+
+    with private("TensorBoard._global_train_batch / _previous_epoch_iterations"):
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        model.compile("sgd", "mse")
+        model.optimizer.build(model.trainable_variables)
+        model.optimizer.iterations.assign(40)  # restored from a backup at step 40
+        for cls, first in ((keras.callbacks.TensorBoard, 1), (ResumableTensorBoard, 41)):
+            cb = cls(str(tmp_path / cls.__name__), update_freq=1000)
+            cb.set_model(model)
+            cb.on_train_begin()
+            cb.on_train_batch_begin(0)
+            assert cb._global_train_batch == first  # Keras' own restarts at step 1
+            cb.on_train_end()
+
+
 def test_slot_index_finds_each_variables_slot():
     with private("Optimizer._get_variable_index"):
         variables = [keras.Variable(np.zeros(shape, "float32")) for shape in [(2,), (3, 4), (5,)]]
