@@ -30,3 +30,14 @@ def test_pseudo_labels_for_jpeg_targets_are_written_at_each_images_size(tmp_path
         expected = ref.resize_align_corners(logits[i : i + 1], *size)[0].argmax(-1)
         assert (got == expected).mean() > 0.99
     assert sorted(os.listdir(out)) == [f"pano_0000{i}_0_0.png" for i in range(3)]
+
+
+def test_pseudo_labelling_shows_a_progress_bar_unless_quiet(tmp_path, capsys):
+    make_crosscity(str(tmp_path), "Rome", n_train=3, n_test=1)
+    spec = kd.crosscity(str(tmp_path), "Rome", "train")
+    seg = tiny_segmentor(19)
+    write_pseudo_labels(seg, spec, str(tmp_path / "a"), size=(8, 12), batch_size=2, verbose=True)
+    shown = capsys.readouterr().out
+    assert "3/3" in shown and "images/s" in shown and "wrote 3 pseudo labels" in shown
+    write_pseudo_labels(seg, spec, str(tmp_path / "b"), size=(8, 12), batch_size=2, verbose=False)
+    assert capsys.readouterr().out == ""
