@@ -23,15 +23,19 @@ from keras_fada.config import ConfigError
 
 
 def requested(cfg) -> tuple[int | str, int]:
-    """``(devices, accumulation_steps)`` of ``cfg``, checked: devices an int >= 1 or ``"all"``."""
+    """``(devices, accumulation_steps)`` of ``cfg``, checked: devices an int >= 1 or ``"all"`` (0)."""
     devices = cfg.get("devices", 1)
+    if devices in (0, "0"):  # the config key is an integer: 0 means all
+        devices = "all"
     if devices != "all":
         try:
             devices = int(devices)
         except (TypeError, ValueError):
             devices = 0
         if devices < 1:
-            raise ConfigError(f"devices must be a number >= 1 or 'all', got {cfg.get('devices')!r}")
+            raise ConfigError(
+                f"devices must be a number >= 1, or 0 / 'all' for every device, got {cfg.get('devices')!r}"
+            )
     try:
         steps = int(cfg.get("accumulation_steps", 1))
     except (TypeError, ValueError):

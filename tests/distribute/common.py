@@ -1,7 +1,8 @@
 """A tiny FADA step on a 4+4 batch whose halves differ in valid (labelled, confident) pixels,
 shared by the accumulation and data-parallel tests (the latter run it in subprocesses)."""
 
-import keras
+import functools
+
 import numpy as np
 
 from keras_fada.optimizers import TorchSGD, official_optimizers
@@ -38,6 +39,12 @@ def train(m, data=None):
     history = m.fit(dataset() if data is None else data, epochs=1, steps_per_epoch=STEPS, verbose=0)
     logs = {k: float(v[-1]) for k, v in history.history.items()}
     return logs, fx.model_params(m)
+
+
+@functools.cache
+def reference(mode):
+    """One device, the whole batch, one micro-batch: ``(logs, weights)`` after ``STEPS`` steps."""
+    return train(model(mode))
 
 
 def relative_difference(got, want):

@@ -8,10 +8,10 @@ from tests.distribute import common
 from tests.support import fada_fixtures as fx
 
 
-@pytest.mark.parametrize("mode", ["soft", "hard"])
+@pytest.mark.parametrize("mode", ["hard"])  # confident-pixel counts; soft: test_data_parallel
 def test_two_micro_batches_equal_one_step_on_the_whole_batch(mode):
     start = fx.model_params(common.model(mode))
-    want_logs, want = common.train(common.model(mode))
+    want_logs, want = common.reference(mode)
     got_logs, got = common.train(common.model(mode, accumulation_steps=2))
     for key in ("seg_loss", "adv_loss", "d_loss", "loss"):
         assert got_logs[key] == pytest.approx(want_logs[key], rel=1e-5), key
@@ -21,7 +21,7 @@ def test_two_micro_batches_equal_one_step_on_the_whole_batch(mode):
 
 def test_accumulation_needs_a_divisible_batch():
     m = common.model("soft", accumulation_steps=3)
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="does not split into 1 devices x 3 micro-batches"):
         common.train(m)
 
 

@@ -35,7 +35,7 @@ def two_devices(tmp_path_factory):
 
 @pytest.mark.parametrize("mode,steps", worker.CASES)
 def test_two_devices_equal_one_device(two_devices, mode, steps):
-    want_logs, want = common.train(common.model(mode))  # one device, the whole batch, one micro-batch
+    want_logs, want = common.reference(mode)
     got = {
         n[len(f"{mode}{steps}/w/") :]: v for n, v in two_devices.items() if n.startswith(f"{mode}{steps}/w/")
     }

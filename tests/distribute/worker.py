@@ -6,7 +6,7 @@ processes (rank 0 writes)."""
 import os
 import sys
 
-CASES = [("soft", 1), ("hard", 1), ("hard", 2)]  # (encoder mode, accumulation_steps)
+CASES = [("soft", 1), ("hard", 2)]  # (encoder mode, accumulation_steps)
 
 
 def run(out_path):
