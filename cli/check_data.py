@@ -18,7 +18,8 @@ from keras_fada.cli.common import task_option, user_errors, with_data_root
 @user_errors
 def check_data(task, data_root, config_file, quiet, overrides):
     """Read every split of the task once and print a table: images and labels found, unpaired,
-    unreadable or truncated files, image/label size mismatches, label values the dataset never holds
+    unreadable or truncated files, label values the dataset never holds (image/label size mismatches
+    are listed as notes: training resizes both)
     and the share of ignored pixels. Exit code 0 when clean, 2 otherwise.
 
     OVERRIDES are KEY=VALUE, e.g. num_classes=13 data.lists.target_val=my_list.txt.

@@ -40,7 +40,9 @@ _LABEL_FORMATS = {
 
 @dataclasses.dataclass
 class SplitReport:
-    """What :func:`check_split` found in one split; ``problems`` name a path each."""
+    """What :func:`check_split` found in one split; ``problems`` (which fail the check) and ``notes``
+    (which training handles, e.g. image/label size mismatches: both are resized, as the official code
+    does) name a path each."""
 
     split: str
     dataset: str
@@ -49,6 +51,7 @@ class SplitReport:
     decoding: str = "-"
     ignored_share: float | None = None
     problems: list = dataclasses.field(default_factory=list)
+    notes: list = dataclasses.field(default_factory=list)
 
     @property
     def clean(self) -> bool:
@@ -203,7 +206,7 @@ def check_split(
                 for v in np.flatnonzero(counts):
                     example.setdefault(int(v), lbl)
                 if size is not None and tuple(lsize) != tuple(size):
-                    report.problems.append(
+                    report.notes.append(
                         f"image {img!r} is {size[0]}x{size[1]} but its label {lbl!r} is {lsize[0]}x{lsize[1]}"
                     )
             bar.update(done)
@@ -243,4 +246,9 @@ def format_reports(reports) -> str:
     problems = [f"{r.split}: {p}" for r in reports for p in r.problems]
     rows.append("")
     rows += problems or ["no problems found"]
+    rows += [
+        f"{r.split}: note: {n} (resized to the training size, as the official code does)"
+        for r in reports
+        for n in r.notes
+    ]
     return "\n".join(rows)
