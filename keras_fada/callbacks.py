@@ -7,16 +7,45 @@ import keras
 import numpy as np
 
 from keras_fada import evaluation, metrics
+from keras_fada import optimizers as fada_optimizers
+
+
+def current_step(model):
+    """``model.optimizer.iterations`` as an int, also for a ``MirroredVariable`` (TF strategies)."""
+    return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
 
 
 class LearningRateLogger(keras.callbacks.Callback):
     """Adds the learning rate of each optimiser group (``lr``, ``lr_classifier``, ``lr_d``) to
-    the logs of every step, so progress bars, CSV and TensorBoard show them."""
+    the logs of every step, so progress bars, CSV and TensorBoard show them.
+
+    The step and the schedules are read at the first batch, after ``BackupAndRestore`` (wherever
+    it is listed) has restored a resumed run, and while JAX's variables still hold their values.
+    """
 
     def on_train_begin(self, logs=None):
+        self._step = None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._step is not None:
+            return
         model = self.model
-        self._rates = model.learning_rates
-        self._step = int(model.optimizer.iterations)
+        self._step = current_step(model)
+        names = model.learning_rates(self._step)  # {"lr": ..., ...}, in stage_optimizers' order
+        self._schedules = dict(
+            zip(
+                names,
+                map(fada_optimizers.learning_rate_schedule, model.stage_optimizers.values()),
+                strict=True,
+            )
+        )
+
+    def _rates(self, step):
+        schedule = keras.optimizers.schedules.LearningRateSchedule
+        return {
+            name: float(keras.ops.convert_to_numpy(lr(step))) if isinstance(lr, schedule) else float(lr)
+            for name, lr in self._schedules.items()
+        }
 
     def on_train_batch_end(self, batch, logs=None):
         # The step just taken used the schedules at the step count before it.
@@ -31,23 +60,31 @@ class LearningRateLogger(keras.callbacks.Callback):
 
 
 class _PeriodicEvaluation(keras.callbacks.Callback):
-    """Runs ``self.evaluate()`` at the end of each epoch and, optionally, every N steps, and
-    writes its scalars into the logs (so ``ModelCheckpoint(monitor=...)`` can use them)."""
+    """Runs ``self.evaluate()`` at the end of each epoch or, with ``every_n_steps``, every N
+    steps, and writes its scalars into the logs: the step's, and the epoch's the latest values
+    (so ``History``, ``CSVLogger`` and ``ModelCheckpoint(monitor=...)`` listed after it see them).
+    The step count is read at the first batch, after ``BackupAndRestore`` restored it."""
 
     def __init__(self, every_n_steps=None):
         super().__init__()
         self.every_n_steps = every_n_steps
-        self._step = 0
+        self._step = None
         self.history = []
+        self.latest = {}
 
     def _run(self, logs, step):
         results = self.evaluate()
         self.history.append({"step": step, **results})
+        self.latest = {k: v for k, v in results.items() if np.isscalar(v)}
         if logs is not None:
-            logs.update({k: v for k, v in results.items() if np.isscalar(v)})
+            logs.update(self.latest)
 
     def on_train_begin(self, logs=None):
-        self._step = int(self.model.optimizer.iterations)
+        self._step = None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._step is None:
+            self._step = current_step(self.model)
 
     def on_train_batch_end(self, batch, logs=None):
         self._step += 1
@@ -57,6 +94,8 @@ class _PeriodicEvaluation(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if not self.every_n_steps:
             self._run(logs, self._step)
+        elif logs is not None:
+            logs.update(self.latest)
 
 
 class MeanIoUCallback(_PeriodicEvaluation):

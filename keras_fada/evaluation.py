@@ -54,6 +54,16 @@ def _segmentor_of(model):
     return getattr(model, "segmentor", model)
 
 
+def _predict(model, x):
+    """``model.predict_on_batch(x)``; under a TF strategy with several replicas ``predict``, as
+    ``predict_on_batch`` there gives every replica the whole batch and returns their outputs
+    concatenated (twice the images on 2 replicas)."""
+    strategy = getattr(model, "distribute_strategy", None)
+    if strategy is not None and strategy.num_replicas_in_sync > 1:
+        return model.predict(x, batch_size=len(x), verbose=0)
+    return model.predict_on_batch(x)
+
+
 def _batches(data):
     for batch in data:
         images, labels = batch[0], batch[1]
@@ -86,7 +96,7 @@ def predict_probabilities(
         scaled = images if size == (h, w) else resize_bilinear(images, size, align_corners=corners)
         for flipped in (False, True) if flip else (False,):
             x = ops.flip(scaled, axis=2) if flipped else scaled
-            logits = segmentor.predict_on_batch(ops.convert_to_numpy(x))
+            logits = _predict(segmentor, ops.convert_to_numpy(x))
             logits = resize_bilinear(ops.convert_to_tensor(logits), label_size, align_corners=align_corners)
             probs = ops.softmax(logits, axis=-1)
             if flipped:
@@ -142,7 +152,7 @@ def class_center_distance(model, datasets, num_classes, progress=None):
         for images, labels in _batches(data):
             if labels.ndim == 4:
                 labels = labels[..., 0]
-            accumulator.update(ops.convert_to_numpy(features.predict_on_batch(images)), labels)
+            accumulator.update(ops.convert_to_numpy(_predict(features, images)), labels)
             if progress is not None:
                 progress.add(len(images))
     if progress is not None:
