@@ -19,9 +19,10 @@ from keras_fada.cli.common import BACKBONE, checkpoint_config, sibling_path, tas
 @click.option("--data-root", default=None)
 @click.option("--config", "config_file", type=click.Path(), default=None)
 @click.option("--output", default=None, help="Prefix of the JSON and PNG files (default: <checkpoint>.ccd).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.argument("overrides", nargs=-1)
 @user_errors
-def ccd(task, checkpoint, backbone, num_images, data_root, config_file, output, overrides):
+def ccd(task, checkpoint, backbone, num_images, data_root, config_file, output, quiet, overrides):
     """Class Center Distance (paper Eq. 9, Fig. 4) on labelled source and target images."""
     from keras_fada import data as kd
     from keras_fada import evaluation
@@ -34,7 +35,10 @@ def ccd(task, checkpoint, backbone, num_images, data_root, config_file, output, 
     specs = tasks.task_specs(cfg)
     src = kd.make_supervised_dataset(specs["source_train"], 1, shuffle=True, repeat=False, seed=0)
     tgt = kd.make_eval_dataset(specs["target_val"], 1, size=tuple(cfg["data"]["target_size"]))
-    values = evaluation.class_center_distance(segmentor, [src.take(num_images), tgt.take(num_images)], k)
+    total = sum(min(num_images, len(specs[s])) for s in ("source_train", "target_val"))
+    progress = evaluation.Progress(total, verbose=not quiet)
+    data = [src.take(num_images), tgt.take(num_images)]
+    values = evaluation.class_center_distance(segmentor, data, k, progress=progress)
     names = tasks.get_task(task).class_names(k)
     per_class = {n: (None if v != v else round(float(v), 4)) for n, v in zip(names, values, strict=True)}
     finite = [v for v in per_class.values() if v is not None]

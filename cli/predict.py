@@ -1,4 +1,5 @@
-"""``keras-fada predict``: colourised segmentations, overlays and label PNGs of images."""
+"""``keras-fada predict``: colourised segmentations, overlays and label PNGs of images (train ids,
+and Cityscapes label ids for the official evaluator)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,12 @@ from keras_fada.cli.common import BACKBONE, UserError, config_near, parse_size, 
 @click.option("--output", default="predictions", show_default=True, help="Output folder.")
 @click.option("--size", default=None, help="Resize inputs to HxW before the network (default: as is).")
 @click.option("--alpha", type=float, default=0.5, show_default=True, help="Overlay opacity.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.argument("images", nargs=-1, required=True)
 @user_errors
-def predict(checkpoint, backbone, num_classes, output, size, alpha, images):
-    """Colourised segmentations (Cityscapes palette) and overlays of IMAGES."""
+def predict(checkpoint, backbone, num_classes, output, size, alpha, quiet, images):
+    """Colourised segmentations (Cityscapes colours), overlays, train-id and, for 19, 16 or 13
+    classes, Cityscapes label-id PNGs (<stem>_labelIds.png, what cityscapesscripts scores) of IMAGES."""
     import numpy as np
     from PIL import Image
 
@@ -36,8 +39,15 @@ def predict(checkpoint, backbone, num_classes, output, size, alpha, images):
     k = num_classes or int(run.get("num_classes", 19))
     segmentor = load_segmentor(checkpoint, backbone, k)
     size = parse_size(size)
-    palette = np.array(L.CITYSCAPES_PALETTE + ((0, 0, 0),) * (256 - len(L.CITYSCAPES_PALETTE)), np.uint8)
+    label_ids = evaluation.cityscapes_label_ids(k)
+    if label_ids is None:  # no Cityscapes meaning: train-id colours, no label-id files
+        colours = L.CITYSCAPES_PALETTE
+    else:  # each class in its Cityscapes colour (SYNTHIA's 16 and Cross-City's 13 too)
+        colours = tuple(L.CITYSCAPES_LABEL_ID_PALETTE[i] for i in label_ids)
+    palette = np.zeros((256, 3), np.uint8)
+    palette[: min(len(colours), 256)] = colours[:256]
     os.makedirs(output, exist_ok=True)
+    progress = evaluation.Progress(len(images), verbose=not quiet)
     for path in images:
         try:
             rgb = np.asarray(Image.open(path).convert("RGB"))
@@ -53,6 +63,11 @@ def predict(checkpoint, backbone, num_classes, output, size, alpha, images):
         overlay = (alpha * colour + (1 - alpha) * rgb).astype(np.uint8)
         Image.fromarray(overlay).save(os.path.join(output, f"{stem}_overlay.png"))
         labels = Image.fromarray(pred.astype(np.uint8), mode="P")
-        labels.putpalette(L.palette_flat(L.CITYSCAPES_PALETTE))
+        labels.putpalette(palette.reshape(-1).tolist())
         labels.save(os.path.join(output, f"{stem}_labels.png"))
-        click.echo(f"{path} -> {output}/{stem}_{{color,overlay,labels}}.png")
+        if label_ids is not None:
+            Image.fromarray(label_ids[pred]).save(os.path.join(output, f"{stem}_labelIds.png"))
+        progress.add(1)
+    progress.close()
+    kinds = "color,overlay,labels" + (",labelIds" if label_ids is not None else "")
+    click.echo(f"wrote <stem>_{{{kinds}}}.png of {len(images)} image(s) to {output}")

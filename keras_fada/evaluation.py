@@ -50,6 +50,24 @@ class Progress:
             self.closed = True
 
 
+def cityscapes_label_ids(num_classes):
+    """The Cityscapes label id of each class of a 19-, 16- (SYNTHIA) or 13-class (Cross-City)
+    network: the ids that cityscapesscripts' evaluator and the Cityscapes server read; ``None``
+    for another class count.
+
+    Example:
+    >>> cityscapes_label_ids(16)[9]   # SYNTHIA's class 9, sky
+    23
+    """
+    from keras_fada.data import labels as L
+
+    maps = {19: L.CITYSCAPES_19_MAP, 16: L.CITYSCAPES_16_MAP, 13: L.CROSSCITY_13_MAP}
+    if num_classes not in maps:
+        return None
+    label_id = {class_id: label_id for label_id, class_id in maps[num_classes].items()}
+    return np.array([label_id[c] for c in range(num_classes)], np.uint8)
+
+
 def _segmentor_of(model):
     return getattr(model, "segmentor", model)
 
