@@ -22,7 +22,7 @@ from keras_fada.cli.common import BACKBONE, UserError, config_near, parse_size, 
 @user_errors
 def predict(checkpoint, backbone, num_classes, output, size, alpha, quiet, images):
     """Colourised segmentations (Cityscapes colours), overlays, train-id and, for 19, 16 or 13
-    classes, Cityscapes label-id PNGs (<stem>_labelIds.png, what cityscapesscripts scores) of IMAGES."""
+    classes, Cityscapes label-id PNGs (labelIds/<stem>_labelIds.png, what cityscapesscripts scores) of IMAGES."""
     import numpy as np
     from PIL import Image
 
@@ -65,9 +65,11 @@ def predict(checkpoint, backbone, num_classes, output, size, alpha, quiet, image
         labels = Image.fromarray(pred.astype(np.uint8), mode="P")
         labels.putpalette(palette.reshape(-1).tolist())
         labels.save(os.path.join(output, f"{stem}_labels.png"))
-        if label_ids is not None:
-            Image.fromarray(label_ids[pred]).save(os.path.join(output, f"{stem}_labelIds.png"))
+        if label_ids is not None:  # alone in a folder: cityscapesscripts wants one match per image
+            os.makedirs(os.path.join(output, "labelIds"), exist_ok=True)
+            Image.fromarray(label_ids[pred]).save(os.path.join(output, "labelIds", f"{stem}_labelIds.png"))
         progress.add(1)
     progress.close()
-    kinds = "color,overlay,labels" + (",labelIds" if label_ids is not None else "")
-    click.echo(f"wrote <stem>_{{{kinds}}}.png of {len(images)} image(s) to {output}")
+    click.echo(f"wrote <stem>_{{color,overlay,labels}}.png of {len(images)} image(s) to {output}")
+    if label_ids is not None:
+        click.echo(f"and <stem>_labelIds.png to {output}/labelIds (CITYSCAPES_RESULTS for cityscapesscripts)")

@@ -89,12 +89,16 @@ def test_predict_writes_cityscapes_label_ids_and_colours(world, k, tmp_path):
     for img in images:
         train_ids = np.asarray(Image.open(tmp_path / f"{img.stem}_labels.png"))
         assert train_ids.max() < k
-        ids = Image.open(tmp_path / f"{img.stem}_labelIds.png")
+        ids = Image.open(tmp_path / "labelIds" / f"{img.stem}_labelIds.png")
         assert ids.mode == "L"
         np.testing.assert_array_equal(np.asarray(ids), label_id[train_ids])
         np.testing.assert_array_equal(
             np.asarray(Image.open(tmp_path / f"{img.stem}_color.png")), colour[train_ids]
         )
+    # cityscapesscripts matches <city>_<seq>_<frame>*.png below CITYSCAPES_RESULTS: one file per image
+    assert sorted(p.name for p in (tmp_path / "labelIds").iterdir()) == [
+        f"{i.stem}_labelIds.png" for i in images
+    ]
     code, text, _ = run("predict", "--checkpoint", ckpts[k], "--backbone", "small", "--num-classes", k,
                         "--output", tmp_path / "q", "--quiet", images[0])  # fmt: skip
     assert code == 0 and not _bar_shown(text), text
