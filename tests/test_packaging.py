@@ -59,3 +59,16 @@ def test_runs_without_the_other_optional_backends():
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.startswith("ok"), proc.stdout
+
+
+def test_one_tensorflow_distribution_in_every_install():
+    # tensorflow-cpu beside tensorflow[and-cuda] (the gpu extra) installs two distributions of one
+    # import name; every requirement names the same one (.ci/run also resolves .[gpu] with pip)
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = [
+        *project["dependencies"],
+        *(r for extra in project["optional-dependencies"].values() for r in extra),
+    ]
+    names = {r.split("[")[0].split(">")[0].split("=")[0].split(";")[0].strip() for r in requirements}
+    assert {n for n in names if n.startswith("tensorflow") or n.startswith("tf-")} == {"tensorflow"}
+    assert "tensorflow[and-cuda]>=2.21" in project["optional-dependencies"]["gpu"]
