@@ -77,6 +77,42 @@ def device_name():
     return gpus[0].name if gpus else "cpu"
 
 
+def set_tf32(allowed):
+    """TF32 matmuls/convolutions on or off in this backend (the reference's default: off)."""
+    backend = keras.backend.backend()
+    if backend == "torch":
+        import torch
+
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = allowed
+    elif backend == "jax":
+        import jax
+
+        jax.config.update("jax_default_matmul_precision", "tensorfloat32" if allowed else "highest")
+    else:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_tensor_float_32_execution(allowed)
+
+
+def peak_gpu_mib():
+    """Peak accelerator memory of this process in MiB (None on a CPU)."""
+    backend = keras.backend.backend()
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+    if backend == "jax":
+        import jax
+
+        stats = jax.devices()[0].memory_stats() if jax.default_backend() != "cpu" else None
+        return stats["peak_bytes_in_use"] / 2**20 if stats else None
+    import tensorflow as tf
+
+    if not tf.config.list_physical_devices("GPU"):
+        return None
+    return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
+
+
 def current_rss_mib():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -194,8 +230,12 @@ def main():
         help="also time the source pass alone (source-only step) and the discriminator update alone; "
         "the target pass is the rest of the FADA step",
     )
+    p.add_argument(
+        "--tf32", action="store_true", help="allow TF32 in float32 on GPUs (off: float32 means float32)"
+    )
     args = p.parse_args()
 
+    set_tf32(args.tf32)
     keras.config.set_dtype_policy(args.precision)
     seed_everything(0)
     build = deeplabv2_resnet101 if args.net == "resnet101" else deeplabv2_resnet_small
@@ -253,6 +293,7 @@ def main():
                 "without": HIDDEN,
                 "rss_after_build_mib": rss_after_build,
                 "peak_rss_mib": peak_rss_mib(),
+                "peak_gpu_mem_mib": peak_gpu_mib(),
                 # Process peak after each iteration: the first includes tracing/compilation.
                 "peak_rss_by_iter_mib": [round(r["peak_rss"]) for r in rows],
                 "losses_finite": bool(np.isfinite(losses).all()),
