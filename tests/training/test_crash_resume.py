@@ -15,7 +15,11 @@ BACKEND = keras.backend.backend()
 STEPS, PERIOD = 6, 2
 # (b) inside the 2nd backup's weights write, (c) between a backup's two files, (a) between two
 # backups (after step 5; the last backup is at step 4), (d) after training, before the report.
-KILLS = ["weights:2", "between:1", "step:5", "report:"]
+# The backends share the mechanism and differ in what it saves and restores (optimiser states, step
+# counters, RNG): JAX and torch run two of the kills to keep the suite's time (each kill is a process).
+KILLS = (
+    ["weights:2", "between:1", "step:5", "report:"] if BACKEND == "tensorflow" else ["weights:2", "step:5"]
+)
 
 
 def test_kills_at_every_point_then_resume_end_with_the_uninterrupted_weights(tmp_path):
@@ -30,7 +34,8 @@ def test_kills_at_every_point_then_resume_end_with_the_uninterrupted_weights(tmp
             assert code == -9, f"{kill}: {text[-2000:]}"
         code, text = cr.run(cr.train_command(root, out, init, STEPS, PERIOD, resume=True), BACKEND)
         assert code == 0, text[-2000:]
-        assert "trained already (6 steps)" in text  # (d): completed, not re-initialised
+        if "report:" in KILLS:
+            assert "trained already (6 steps)" in text  # (d): completed, not re-initialised
     finally:
         ref_text, _ = reference.communicate(timeout=600)
     assert reference.returncode == 0, ref_text[-2000:]
