@@ -29,11 +29,6 @@ def test_torch_without_torchrun_names_the_launch_command(tmp_path):
     assert_user_error(code, text, "torchrun --nproc_per_node 2")
 
 
-@pytest.mark.xfail(
-    BACKEND == "tensorflow",
-    reason="LearningRateLogger/MeanIoUCallback call int(MirroredVariable): fixed in callbacks.py by its owner",
-    strict=False,
-)
 def test_train_runs_on_two_devices(tmp_path):
     """The source stage of the synthetic task, 2 steps of 1+1 images on 2 devices, with 2 micro-batches."""
     args = ["train", "--task", "synthetic", "--stage", "source", "--devices", "2", "--quiet"]
