@@ -79,10 +79,39 @@ def with_data_root(overrides, data_root) -> list:
 
 
 def config_near(checkpoint) -> str:
-    """The run's ``config.yaml``: inside a preset folder, else beside the checkpoint file."""
+    """The run's ``config.yaml``: inside a preset folder, else beside the checkpoint file (a snapshot's
+    in its stage folder)."""
     if os.path.isdir(checkpoint):
         return os.path.join(checkpoint, "config.yaml")
-    return os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "config.yaml")
+    folder = os.path.dirname(os.path.abspath(checkpoint))
+    if os.path.basename(folder) == "snapshots":
+        folder = os.path.dirname(folder)
+    return os.path.join(folder, "config.yaml")
+
+
+run_option = click.option(
+    "--run", "run_dir", default=None, help="With --checkpoint selected: the run `keras-fada select` chose in."
+)
+
+
+def resolve_checkpoint(checkpoint, run_dir) -> str:
+    """``--checkpoint selected --run DIR``: the snapshot named in ``DIR/selection.json``; else as given."""
+    if checkpoint != "selected":
+        return checkpoint
+    path = os.path.join(run_dir or "", "selection.json")
+    if not run_dir or not os.path.isfile(path):
+        raise UserError(
+            f"--checkpoint selected needs --run DIR holding selection.json (got --run {run_dir!r}); "
+            "run `keras-fada select --run DIR` first"
+        )
+    import json
+
+    with open(path) as f:
+        selection = json.load(f)
+    chosen = selection["chosen"]
+    click.echo(f"checkpoint: {chosen['checkpoint']} (step {chosen['step']}), chosen without target labels "
+               f"by score {selection['score']} ({path})")  # fmt: skip
+    return os.path.join(run_dir, chosen["checkpoint"])
 
 
 def checkpoint_config(task, checkpoint, backbone, data_root, config_file, overrides) -> dict:

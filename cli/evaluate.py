@@ -12,6 +12,8 @@ from keras_fada.cli.common import (
     checkpoint_config,
     parse_scales,
     parse_size,
+    resolve_checkpoint,
+    run_option,
     sibling_path,
     task_option,
     user_errors,
@@ -21,7 +23,10 @@ from keras_fada.config import STAGES
 
 @click.command()
 @task_option
-@click.option("--checkpoint", required=True, help=".weights.h5, .keras, a preset folder or an official .pth.")
+@click.option(
+    "--checkpoint", required=True, help=".weights.h5, .keras, a preset folder, an official .pth or selected."
+)
+@run_option
 @click.option("--backbone", type=BACKBONE, default=None, help="Default: the run's, else the task's.")
 @click.option("--multiscale", is_flag=True, help="Fuse the probabilities of eval.scales (0.7,1.0,1.3).")
 @click.option("--flip", is_flag=True, help="Also fuse horizontally flipped passes.")
@@ -35,7 +40,7 @@ from keras_fada.config import STAGES
 @user_errors
 def evaluate(
     task, checkpoint, backbone, multiscale, flip, scales, size, data_root, config_file, output, quiet,
-    overrides,
+    overrides, run_dir=None,
 ):  # fmt: skip
     """Per-class IoU and mIoU on the task's target validation set (also written as JSON).
     Multi-scale inputs are resized as eval.scale_resize says (default: as the official code)."""
@@ -43,6 +48,7 @@ def evaluate(
     from keras_fada.training import tasks
     from keras_fada.training.build import load_segmentor
 
+    checkpoint = resolve_checkpoint(checkpoint, run_dir)
     cfg = checkpoint_config(task, checkpoint, backbone, data_root, config_file, overrides)
     k = int(cfg["num_classes"])
     scale_list = parse_scales(multiscale, scales, cfg)

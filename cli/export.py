@@ -6,7 +6,15 @@ import os
 
 import click
 
-from keras_fada.cli.common import BACKBONE, UserError, config_near, parse_size, user_errors
+from keras_fada.cli.common import (
+    BACKBONE,
+    UserError,
+    config_near,
+    parse_size,
+    resolve_checkpoint,
+    run_option,
+    user_errors,
+)
 
 FORMATS = ("saved_model", "onnx", "keras")  # keras_fada.export.FORMATS, without importing Keras
 HEADS = ("logits", "probabilities", "labels")
@@ -14,6 +22,7 @@ HEADS = ("logits", "probabilities", "labels")
 
 @click.command()
 @click.option("--checkpoint", required=True, help="A preset folder, .keras, .weights.h5 or official .pth.")
+@run_option
 @click.option("--format", "fmt", type=click.Choice(FORMATS), required=True)
 @click.option("--output", required=True, help="Folder to write (model.onnx, saved_model/ or model.keras).")
 @click.option("--size", default=None, help="A fixed input size HxW (default: any height and width).")
@@ -24,9 +33,10 @@ HEADS = ("logits", "probabilities", "labels")
 )
 @click.option("--num-classes", type=int, default=None, help="For a .pth: default the run's, else 19.")
 @user_errors
-def export(checkpoint, fmt, output, size, head, backbone, num_classes):
+def export(checkpoint, fmt, output, size, head, backbone, num_classes, run_dir=None):
     """Export a segmentor taking RGB images in [0, 255] (normalised inside) for serving."""
     size = parse_size(size)
+    checkpoint = resolve_checkpoint(checkpoint, run_dir)
     if not os.path.exists(checkpoint):
         raise UserError(f"checkpoint {checkpoint!r} does not exist")
     from keras_fada import config as C

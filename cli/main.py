@@ -21,6 +21,7 @@ from keras_fada.cli.convert import convert  # noqa: E402
 from keras_fada.cli.evaluate import evaluate  # noqa: E402
 from keras_fada.cli.export import export  # noqa: E402
 from keras_fada.cli.predict import predict  # noqa: E402
+from keras_fada.cli.select import select  # noqa: E402
 from keras_fada.cli.train import train  # noqa: E402
 
 
@@ -32,6 +33,7 @@ def cli():
 for command in (train, evaluate, ccd, predict, convert, check_data):
     cli.add_command(command)
 cli.add_command(export)
+cli.add_command(select)
 
 
 def main(argv=None):

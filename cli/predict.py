@@ -7,11 +7,20 @@ import os
 
 import click
 
-from keras_fada.cli.common import BACKBONE, UserError, config_near, parse_size, user_errors
+from keras_fada.cli.common import (
+    BACKBONE,
+    UserError,
+    config_near,
+    parse_size,
+    resolve_checkpoint,
+    run_option,
+    user_errors,
+)
 
 
 @click.command()
 @click.option("--checkpoint", required=True)
+@run_option
 @click.option("--backbone", type=BACKBONE, default=None, help="Default: the run's, else resnet101.")
 @click.option("--num-classes", type=int, default=None, help="Default: the run's, else 19.")
 @click.option("--output", default="predictions", show_default=True, help="Output folder.")
@@ -20,7 +29,7 @@ from keras_fada.cli.common import BACKBONE, UserError, config_near, parse_size, 
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.argument("images", nargs=-1, required=True)
 @user_errors
-def predict(checkpoint, backbone, num_classes, output, size, alpha, quiet, images):
+def predict(checkpoint, backbone, num_classes, output, size, alpha, quiet, images, run_dir=None):
     """Colourised segmentations (Cityscapes colours), overlays, train-id and, for 19, 16 or 13
     classes, Cityscapes label-id PNGs (labelIds/<stem>_labelIds.png, what cityscapesscripts scores) of IMAGES."""
     import numpy as np
@@ -31,6 +40,7 @@ def predict(checkpoint, backbone, num_classes, output, size, alpha, quiet, image
     from keras_fada.data import labels as L
     from keras_fada.training.build import load_segmentor
 
+    checkpoint = resolve_checkpoint(checkpoint, run_dir)
     if not os.path.exists(checkpoint):
         raise UserError(f"checkpoint {checkpoint!r} does not exist")
     near = config_near(checkpoint)

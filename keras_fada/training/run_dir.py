@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 from keras_fada.training import RunError
 
@@ -125,3 +126,21 @@ def check_stage_inputs(cfg: dict, stage: str, run_dir: str) -> None:
                 f"stage distill needs the adapted checkpoint {teacher!r} as teacher, which does not "
                 "exist: run --stage adapt into the same --output first, or set distill.teacher=PATH"
             )
+
+
+def snapshots(run_dir: str, stage: str) -> list[tuple[int, str]]:
+    """``(step, path)`` of the stage's snapshots (``snapshots/segmentor_iter<N>.weights.h5``) in step
+    order, then the final weights (``trained.json``'s step) as the last row, which replaces a snapshot
+    of the same step."""
+    folder = os.path.join(stage_dir(run_dir, stage), "snapshots")
+    rows = {}
+    if os.path.isdir(folder):
+        for name in os.listdir(folder):
+            m = re.fullmatch(r"segmentor_iter(\d+)\.weights\.h5", name)
+            if m:
+                rows[int(m.group(1))] = os.path.join(folder, name)
+    trained = trained_state(run_dir, stage)
+    if trained and os.path.isfile(stage_checkpoint(run_dir, stage)):
+        rows.pop(int(trained["steps"]), None)
+        return [*sorted(rows.items()), (int(trained["steps"]), stage_checkpoint(run_dir, stage))]
+    return sorted(rows.items())
