@@ -142,21 +142,9 @@ def _loader(spec: DatasetSpec, with_labels: bool):
     lut = dio.label_lut(spec)
     fmt = spec.label_format
 
-    def py_image(path):
-        return dio.read_image(path.numpy().decode())
-
-    def py_pair(img_path, lbl_path):
-        img = dio.read_image(img_path.numpy().decode())
-        lbl = dio.read_label(lbl_path.numpy().decode(), fmt, lut)
-        return img, lbl
-
-    def load(img_path, lbl_path=None):
-        if with_labels:
-            img, lbl = tf.py_function(py_pair, [img_path, lbl_path], [tf.uint8, tf.uint8])
-            lbl.set_shape([None, None])
-        else:
-            img, lbl = tf.py_function(py_image, [img_path], tf.uint8), None
-        img.set_shape([None, None, 3])
+    def load(img_path, lbl_path=None):  # in the graph (no GIL) for PNG / JPEG; see keras_fada.data.io
+        img = dio.decode_image_in_graph(img_path)
+        lbl = dio.decode_label_in_graph(lbl_path, fmt, lut) if with_labels else None
         return tf.cast(img, tf.float32), lbl
 
     return load
