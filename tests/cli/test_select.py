@@ -1,0 +1,56 @@
+"""``keras-fada select`` on a tiny synthetic adaptation run, and ``evaluate --checkpoint selected``."""
+
+import json
+
+import pytest
+
+from tests.support.cli import TINY, assert_user_error, run
+
+
+@pytest.fixture(scope="module")
+def adapt_run(tmp_path_factory):
+    """A 2-step adaptation stage (a snapshot per step) from a random small segmentor."""
+    from keras_fada.training.build import build_segmentor
+
+    root = tmp_path_factory.mktemp("select")
+    init = root / "init.weights.h5"
+    build_segmentor("small", 19).save_weights(str(init))
+    out = root / "run"
+    code, text, res = run(
+        "train", "--task", "synthetic", "--stage", "adapt", "--data-root", root / "data", "--output", out,
+        "--quiet", *TINY, f"adapt.init={init}", "keep_snapshots=-1", "eval.end_of_stage=false",
+    )  # fmt: skip
+    assert code == 0, text + repr(res.exception)
+    return root, out
+
+
+def test_select_scores_every_snapshot_and_evaluate_uses_the_choice(adapt_run):
+    root, out = adapt_run
+    code, text, res = run("select", "--run", out, "--score", "snd", "--images", 3, "--pixels", 32)
+    assert code == 0, text + repr(res.exception)
+    sel = json.loads((out / "selection.json").read_text())
+    assert [r["step"] for r in sel["rows"]] == [1, 2]
+    assert sel["rows"][-1]["checkpoint"] == "adapt/segmentor.weights.h5"  # the final weights, last row
+    best = max(sel["rows"], key=lambda r: (r["snd"], r["step"]))
+    assert sel["chosen"]["step"] == best["step"] and sel["images"] == 3
+    for name in ("last", "entropy", "infomax", "snd", "oracle"):
+        assert name in sel["agreement"] and name in text
+    oracle = max(r["miou"] for r in sel["rows"])
+    assert sel["agreement"]["snd"]["gap"] == pytest.approx(oracle - best["miou"])
+    assert f"chosen by snd: step {best['step']}" in text
+
+    code, text, res = run("evaluate", "--task", "synthetic", "--checkpoint", "selected", "--run", out,
+                          "--quiet", "--output", root / "e.json")  # fmt: skip
+    assert code == 0, text + repr(res.exception)
+    assert "chosen without target labels by score snd" in text
+    scores = json.loads((root / "e.json").read_text())
+    assert scores["checkpoint"].endswith(best["checkpoint"])
+    assert scores["miou"] == pytest.approx(best["miou"], abs=0.01)
+
+
+def test_selected_without_a_selection_and_select_on_no_run(adapt_run, tmp_path):
+    root, _ = adapt_run
+    code, text, _ = run("evaluate", "--task", "synthetic", "--checkpoint", "selected", "--run", tmp_path)
+    assert_user_error(code, text, "--checkpoint selected needs --run DIR", "keras-fada select")
+    code, text, _ = run("select", "--run", tmp_path)
+    assert_user_error(code, text, "holds no config.yaml")
