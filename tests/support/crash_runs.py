@@ -89,6 +89,18 @@ def max_relative_difference(a_path, b_path) -> float:
     return worst
 
 
+def max_abs_difference(a_path, b_path) -> float:
+    a, b = weights(a_path), weights(b_path)
+    return max(
+        (
+            float(np.max(np.abs(np.asarray(a[k], np.float64) - np.asarray(b[k], np.float64))))
+            for k in a
+            if a[k].size
+        ),
+        default=0.0,
+    )
+
+
 def initial_checkpoint(path, backbone="small", num_classes=19) -> str:
     """A random segmentor (the adaptation stage's start) saved at ``path``."""
     from keras_fada.training.build import build_segmentor
