@@ -1,6 +1,7 @@
 """``keras-fada select`` on a tiny synthetic adaptation run, and ``evaluate --checkpoint selected``."""
 
 import json
+import types
 
 import pytest
 
@@ -9,18 +10,31 @@ from tests.support.cli import TINY, assert_user_error, run
 
 @pytest.fixture(scope="module")
 def adapt_run(tmp_path_factory):
-    """A 2-step adaptation stage (a snapshot per step) from a random small segmentor."""
+    """A finished 2-step adaptation stage as ``train`` leaves it (config.yaml, a snapshot per step
+    written by the stage's own SegmentorSnapshots, the final weights and trained.json), without the
+    training: two small segmentors of different seeds stand in for the two steps."""
+    import keras
+
+    from keras_fada import config as C
     from keras_fada.training.build import build_segmentor
+    from keras_fada.training.checkpoint import SegmentorSnapshots
+    from keras_fada.training.tasks import task_specs
 
     root = tmp_path_factory.mktemp("select")
-    init = root / "init.weights.h5"
-    build_segmentor("small", 19).save_weights(str(init))
     out = root / "run"
-    code, text, res = run(
-        "train", "--task", "synthetic", "--stage", "adapt", "--data-root", root / "data", "--output", out,
-        "--quiet", *TINY, f"adapt.init={init}", "keep_snapshots=-1", "eval.end_of_stage=false",
-    )  # fmt: skip
-    assert code == 0, text + repr(res.exception)
+    (out / "adapt").mkdir(parents=True)
+    cfg = C.load_config("synthetic", overrides=[*TINY, f"data.root={root / 'data'}", "keep_snapshots=-1"])
+    task_specs(cfg)  # generates the synthetic pair
+    C.dump(cfg, str(out / "config.yaml"))
+    C.dump(cfg, str(out / "adapt" / "config.yaml"))
+    for step in (1, 2):
+        keras.utils.set_random_seed(step)
+        segmentor = build_segmentor("small", 19)
+        snapshots = SegmentorSnapshots(segmentor, str(out / "adapt" / "snapshots"), 1)
+        snapshots.set_model(types.SimpleNamespace(optimizer=types.SimpleNamespace(iterations=step)))
+        snapshots.on_epoch_end(step - 1)
+    segmentor.save_weights(str(out / "adapt" / "segmentor.weights.h5"))
+    (out / "adapt" / "trained.json").write_text('{"steps": 2, "train_s": 0.1}')
     return root, out
 
 
