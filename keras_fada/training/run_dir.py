@@ -61,12 +61,17 @@ def has_progress(run_dir: str, stage: str) -> bool:
 
 
 def check_output(run_dir: str) -> None:
-    """The run directory must be a folder that can be written, before any work."""
+    """The run directory must be a folder that can be written (checked in it, or in the nearest
+    folder above it that exists: nothing is created), before any work."""
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
         raise RunError(f"--output {run_dir!r} is a file; expected a directory (new or of a run)")
+    where = os.path.abspath(run_dir)
+    while not os.path.exists(where):
+        where = os.path.dirname(where)
+    if not os.path.isdir(where):
+        raise RunError(f"--output {run_dir!r} cannot be written: {where!r} is a file, not a directory")
     try:
-        os.makedirs(run_dir, exist_ok=True)
-        probe = os.path.join(run_dir, f".write-test-{os.getpid()}")
+        probe = os.path.join(where, f".keras-fada-write-test-{os.getpid()}")
         with open(probe, "w") as f:
             f.write("x")
         os.remove(probe)

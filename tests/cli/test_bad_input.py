@@ -61,7 +61,7 @@ def test_output_that_is_a_file_or_below_a_file(data_root, tmp_path):
     code, text, _ = train(data_root, a_file)
     assert_user_error(code, text, "is a file", "expected a directory")
     code, text, _ = train(data_root, a_file / "run")
-    assert_user_error(code, text, "cannot be written")
+    assert_user_error(code, text, "cannot be written", "is a file, not a directory")
     assert a_file.read_text() == "not a folder"
 
 
