@@ -15,6 +15,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_fada.backend import fast_paths, tracing
+
 
 @functools.lru_cache(maxsize=256)
 def interpolation_matrix(in_size, out_size, align_corners=True):
@@ -125,17 +127,11 @@ def interpolation_matrix_tensor(in_size, out_size, align_corners=True, dtype="fl
     return ops.cast((1.0 - frac) * at_lo + frac * at_hi, dtype)
 
 
-def _jax_on_cpu():
-    import jax
-
-    return jax.default_backend() == "cpu"
-
-
 def in_place_if_donated(op, x, *args):
     """On torch, ``x`` overwritten with ``op`` (``"affine_"``, ``"relu_"`` or ``"add_"`` of
     ``keras_fada/backend/torch_in_place.py``) when ``FeatureExtractor`` donated it to the layer
     being called; ``None`` on other backends or when ``x`` may not be overwritten."""
-    if keras.backend.backend() != "torch":
+    if keras.backend.backend() != "torch" or not fast_paths.enabled("torch_in_place", _dtype(x), x):
         return None
     from keras_fada.backend import torch_in_place
 
@@ -161,7 +157,7 @@ def materialized_relu(x):
     Same values, same gradient (0 at 0) on every backend; other backends and XLA on GPUs run
     ``keras.ops.relu``. The FADA step on JAX gets faster and lighter (benchmarks/RESULTS.md).
     """
-    if keras.backend.backend() == "jax" and _jax_on_cpu():
+    if keras.backend.backend() == "jax" and fast_paths.enabled("jax_materialized_relu", _dtype(x)):
         from keras_fada.backend import jax_materialize
 
         return jax_materialize.materialized_relu(ops.convert_to_tensor(x))
@@ -176,7 +172,8 @@ def conv2d(x, kernel, strides=1, padding="valid", dilation_rate=1, bias=None):
     """``keras.ops.conv`` on a channels-last batch, routed to each backend's fastest kernel.
 
     The result is the same convolution (float summation order aside); only the kernel that
-    computes it differs:
+    computes it differs. Each route below runs only where ``keras_fada/backend/fast_paths.py``
+    has it on (measured faster: today CPUs, not float16); elsewhere ``keras.ops.conv`` runs:
 
     * **JAX on the CPU**: 1x1 convolutions as GEMMs (``_pointwise_as_gemm``) and the weight
       gradient of stride-1 convolutions as per-tap GEMMs (``keras_fada/backend/jax_conv.py``),
@@ -207,23 +204,35 @@ def conv2d(x, kernel, strides=1, padding="valid", dilation_rate=1, bias=None):
     s, d = _pair(strides), _pair(dilation_rate)
     pad = _symmetric_padding(kernel.shape[:2], s, padding, d)
     backend = keras.backend.backend()
+    dtype = _dtype(x)
+
+    def on(path):  # keras_fada/backend/fast_paths.py: where each path is on, and why
+        return fast_paths.enabled(path, dtype, x)
+
     # The fast kernels take PyTorch's symmetric padding; asymmetric "same" stays on keras.ops.conv.
-    if pad is not None and backend == "torch":
+    if pad is not None and backend == "torch" and on("torch_nchw_conv"):
         from keras_fada.backend import torch_conv
 
         return torch_conv.conv2d(x, kernel, s, pad, d, bias=bias)
-    jax_cpu = backend == "jax" and _jax_on_cpu()
     pointwise = pad == (0, 0) and d == (1, 1) and tuple(kernel.shape[:2]) == (1, 1)
-    if pointwise and (jax_cpu or (backend == "tensorflow" and _bfloat16(x))):
+    if pointwise and (
+        (backend == "jax" and on("jax_pointwise_gemm"))
+        or (backend == "tensorflow" and dtype == "bfloat16" and on("tf_bf16_pointwise_gemm"))
+    ):
         y = _pointwise_as_gemm(x, kernel, s)
-    elif pad is not None and jax_cpu:
+    elif backend == "jax" and pad is not None and not pointwise and on("jax_tap_weight_gradient"):
         from keras_fada.backend import jax_conv
 
         x = ops.convert_to_tensor(x)
         y = jax_conv.conv2d(x, ops.convert_to_tensor(kernel, dtype=x.dtype), s, pad, d)
-    elif backend == "tensorflow" and _wide_same_convolution(x, kernel, s, pad, d):
+    elif backend == "tensorflow" and _wide_same_convolution(x, kernel, s, pad, d) and on("tf_wide_same_gemm"):
         y = _same_convolution_as_gemm(x, kernel, d)
-    elif backend == "tensorflow" and pad is not None and _tf_native_dilation(kernel, s, d):
+    elif (
+        backend == "tensorflow"
+        and pad is not None
+        and _tf_native_dilation(kernel, s, d)
+        and (tracing.tracing() or on("tf_direct_dilation"))
+    ):
         from keras_fada.backend import tensorflow_conv
 
         y = tensorflow_conv.dilated_conv2d(x, kernel, pad, d)
@@ -297,8 +306,8 @@ def _shift(x, dy, dx, height, width):
     return ops.pad(x, pads) if any(any(p) for p in pads) else x
 
 
-def _bfloat16(x):
-    return keras.backend.standardize_dtype(x.dtype) == "bfloat16"
+def _dtype(x):
+    return keras.backend.standardize_dtype(getattr(x, "dtype", None) or "float32")
 
 
 def _pointwise_as_gemm(x, kernel, strides):
@@ -311,17 +320,22 @@ def _pointwise_as_gemm(x, kernel, strides):
     return ops.reshape(y, (shape[0], shape[1], shape[2], kernel.shape[-1]))
 
 
-def store_conv2d_kernel(kernel):
+def store_conv2d_kernel(kernel, dtype=None):
     """Keeps a ``(kh, kw, C_in, C_out)`` kernel variable in the memory order ``conv2d`` reads.
 
     On torch the variable's memory becomes OIHW (same shape, values and checkpoints; only the
     strides differ), so no convolution copies its kernel and no backward pass copies its weight
     gradient (``keras_fada/backend/torch_conv.py``). Elsewhere nothing changes. Call it in
-    ``build``, before the layer's variables are tracked, as ``keras_fada.layers.Conv2D`` does.
+    ``build``, before the layer's variables are tracked, as ``keras_fada.layers.Conv2D`` does;
+    ``dtype`` is the layer's compute dtype (default: the global policy's), which with the device
+    decides the layout (``fast_paths``: where ``conv2d`` runs the NCHW path).
     """
-    if keras.backend.backend() == "torch":
-        from keras_fada.backend import torch_conv
+    if keras.backend.backend() != "torch":
+        return
+    from keras_fada.backend import keras_internals, torch_conv
 
+    dtype = dtype or keras.config.dtype_policy().compute_dtype
+    if fast_paths.enabled("torch_nchw_conv", dtype, keras_internals.torch_parameter(kernel)):
         torch_conv.store_channels_first(kernel)
 
 

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_fada.backend import keras_internals
+from keras_fada.backend import fast_paths, keras_internals
 from keras_fada.ops import match_variable_layout
 
 #: Official values (official-code-facts §1): R101 adversarial stage.
@@ -87,8 +87,9 @@ class TorchSGD(_SlotsLikeWeights, keras.optimizers.Optimizer):
 def _tf_fused_momentum(variable, buf, lr, step, momentum):
     """TensorFlow: ``buf = momentum * buf + step; w -= lr * buf`` as one ResourceApplyMomentum
     kernel instead of several elementwise ops. Not under a tf.distribute
-    strategy, whose mirrored variables Keras updates through its own ``assign``."""
-    if keras.backend.backend() != "tensorflow":
+    strategy, whose mirrored variables Keras updates through its own ``assign``; only where
+    ``keras_fada.backend.fast_paths`` has ``tf_fused_momentum`` on."""
+    if keras.backend.backend() != "tensorflow" or not fast_paths.enabled("tf_fused_momentum", variable.dtype):
         return False
     import tensorflow as tf
 

@@ -30,7 +30,7 @@ class Conv2D(keras.layers.Conv2D):
 
     def build(self, input_shape):
         super().build(input_shape)
-        store_conv2d_kernel(self.kernel)
+        store_conv2d_kernel(self.kernel, self.compute_dtype)
 
     def convolution_op(self, inputs, kernel):
         if tracing.tracing() and keras.backend.backend() == "jax":

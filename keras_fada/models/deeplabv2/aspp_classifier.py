@@ -3,7 +3,7 @@
 import keras
 from keras import layers, ops
 
-from keras_fada.backend import tracing
+from keras_fada.backend import fast_paths, tracing
 from keras_fada.layers.convolution import Conv2D
 from keras_fada.models.deeplabv2.initializers import normal, torch_default_conv_bias
 from keras_fada.ops import shifted_taps_sum
@@ -57,7 +57,10 @@ class ASPPClassifier(layers.Layer):
         height, width = features.shape[1], features.shape[2]
         # The fast path prunes taps by the map's size: only for a size known as a Python int
         # (an exporter's symbolic or traced size would bake one size into every other).
-        if not tracing.static_size(height, width):
+        # On only where measured faster (keras_fada/backend/fast_paths.py: aspp_one_gemm).
+        if not tracing.static_size(height, width) or not fast_paths.enabled(
+            "aspp_one_gemm", features.dtype, features
+        ):
             out = self.conv2d_list[0](features)
             for conv in self.conv2d_list[1:]:
                 out = out + conv(features)

@@ -5,7 +5,7 @@ import contextlib
 
 import keras
 
-from keras_fada.backend import keras_internals, tracing
+from keras_fada.backend import fast_paths, keras_internals, tracing
 from keras_fada.layers.convolution import Conv2D
 from keras_fada.models.deeplabv2.normalization import FrozenBatchNormalization
 
@@ -28,7 +28,8 @@ class FeatureExtractor(keras_internals.GraphRunner, keras.Model):
     multiplies the kernel instead of the activation map, forward and backward, and the shift is
     the convolution's bias. Same function and gradients (float rounding aside; tested against
     ``keras.Model`` over the same layers); the variables and checkpoints are the layers' own. It
-    is on for TensorFlow (``fold_frozen_batch_norm = None``; ``True`` / ``False`` force it).
+    is on where ``keras_fada.backend.fast_paths`` has ``tf_fold_batch_norm`` on
+    (``fold_frozen_batch_norm = None``; ``True`` / ``False`` force it).
 
     On torch a layer that is the last reader of its first input may also overwrite it (frozen
     BatchNorm, ReLU and Add do, as torchvision's in-place ReLU and ``+=``): see
@@ -41,7 +42,7 @@ class FeatureExtractor(keras_internals.GraphRunner, keras.Model):
     (1, 3, 3, 8)
     """
 
-    # None: fold on TensorFlow only. There the BatchNorm is a separate pass over the activation
+    # None: fold where the policy says (TensorFlow on the CPU). There the BatchNorm is a separate pass over the activation
     # map forward and backward, and oneDNN fuses the bias (and ReLU) into the convolution. Torch
     # already runs it in place and XLA fuses it into its neighbours; folded, each saves the scaled
     # kernels for the backward pass: more memory for no gain (figures: benchmarks/RESULTS.md).
@@ -49,7 +50,9 @@ class FeatureExtractor(keras_internals.GraphRunner, keras.Model):
 
     def _folds(self):
         if self.fold_frozen_batch_norm is None:
-            return keras.backend.backend() == "tensorflow"
+            return keras.backend.backend() == "tensorflow" and fast_paths.enabled(
+                "tf_fold_batch_norm", self.dtype_policy.compute_dtype
+            )
         return bool(self.fold_frozen_batch_norm)
 
     def run_graph(self, inputs, nodes, operation_fn):
@@ -123,6 +126,8 @@ class FeatureExtractor(keras_internals.GraphRunner, keras.Model):
         from keras_fada.backend import torch_in_place
 
         tensor = tensor_dict[first]
+        if not fast_paths.enabled("torch_in_place", getattr(tensor, "dtype", "float32"), tensor):
+            return contextlib.nullcontext()
         others = [y for key, y in tensor_dict.items() if key != first]
         if torch_in_place.shares_memory(tensor, others):
             return contextlib.nullcontext()
