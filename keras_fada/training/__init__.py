@@ -3,6 +3,7 @@
 - :mod:`~keras_fada.training.tasks`: the task registry (datasets per split, classes, reported means);
 - :mod:`~keras_fada.training.build`: networks, FADA and optimisers from a resolved config;
 - :mod:`~keras_fada.training.pseudo_labels`: the teacher's labels for self-distillation;
+- :mod:`~keras_fada.training.checkpoint`: atomic backups a killed run resumes from exactly;
 - :mod:`~keras_fada.training.run_dir`: what a run directory holds and which checkpoint a stage needs;
 - :mod:`~keras_fada.training.stages`: the stage runner (source-only -> FADA -> self-distillation).
 
