@@ -53,6 +53,7 @@ def train(
 
     R.check_output(output)  # a file, a read-only place: one line before any work
     R.check_run_dir(output, stages, resume)
+    R.check_pretrained(cfg, stages, output)  # ImageNet weights where a stage starts from them
     precheck_task(cfg, stages)  # every split the stages read is listed and paired, before any network
     from keras_fada.training import distribute
 

@@ -17,6 +17,7 @@ from keras_fada.models.deeplabv2 import (
 )
 from keras_fada.models.fada import FADA
 from keras_fada.training import RunError
+from keras_fada.training import run_dir as R
 
 # backbone (a file in configs/backbones/) -> constructor(num_classes, frozen_bn)
 BUILDERS = {
@@ -109,36 +110,6 @@ def load_segmentor(path: str, backbone: str, num_classes: int, freeze_bn=None):
     raise error
 
 
-# The ImageNet weights each backbone's official recipe starts from (the files users have).
-IMAGENET_WEIGHTS = {
-    "resnet101": "torchvision's resnet101-5d3b4d8f.pth",
-    "vgg16": "the Caffe-converted vgg16-00b39a1b.pth",
-}
-SCRATCH = "scratch"  # pretrained=scratch: an explicit choice of random initialisation
-
-
-def check_pretrained(cfg: dict, stages) -> str | None:
-    """Refuses to start, before any work, a stage whose network starts from ImageNet weights (source,
-    and the self-distillation student unless ``distill.init`` is set) without them; returns a line to
-    print once when the user chose ``pretrained=scratch``, else None."""
-    weights = IMAGENET_WEIGHTS.get(cfg["backbone"])
-    starts = [s for s in stages if s == "source" or (s == "distill" and not cfg["distill"].get("init"))]
-    if weights is None or not starts:
-        return None
-    path = cfg.get("pretrained")
-    if path == SCRATCH:
-        return f"training {cfg['backbone']} from random weights in stage(s) {', '.join(starts)} (pretrained=scratch)"
-    if not path:
-        raise RunError(
-            f"stage {starts[0]} starts {cfg['backbone']} from ImageNet weights, as the paper does: get "
-            f"{weights} and pass --pretrained PATH (or pretrained=PATH); pretrained=scratch trains from "
-            "random weights"
-        )
-    if not os.path.isfile(path):
-        raise RunError(f"pretrained weights {path!r} do not exist (expected {weights})")
-    return None
-
-
 def initial_segmentor(cfg: dict, freeze_bn: bool, init: str | None = None):
     """A stage's starting segmentor: the weights of ``init``, else ImageNet weights (``pretrained``)
     or random ones; ``freeze_bn`` fixes every BatchNorm (official FREEZE_BN)."""
@@ -148,7 +119,7 @@ def initial_segmentor(cfg: dict, freeze_bn: bool, init: str | None = None):
             freeze_batch_norm(segmentor)
         return segmentor
     segmentor = build_segmentor(cfg["backbone"], cfg["num_classes"], freeze_bn)
-    if cfg.get("pretrained") and cfg["pretrained"] != SCRATCH:
+    if cfg.get("pretrained") and cfg["pretrained"] != R.SCRATCH:
         if not os.path.isfile(cfg["pretrained"]):
             raise RunError(f"pretrained weights {cfg['pretrained']!r} do not exist")
         load_torch_weights(segmentor, cfg["pretrained"], kind="imagenet")

@@ -149,3 +149,36 @@ def snapshots(run_dir: str, stage: str) -> list[tuple[int, str]]:
         rows.pop(int(trained["steps"]), None)
         return [*sorted(rows.items()), (int(trained["steps"]), stage_checkpoint(run_dir, stage))]
     return sorted(rows.items())
+
+
+# The ImageNet weights each backbone's official recipe starts from (the files users have).
+IMAGENET_WEIGHTS = {
+    "resnet101": "torchvision's resnet101-5d3b4d8f.pth",
+    "vgg16": "the Caffe-converted vgg16-00b39a1b.pth",
+}
+SCRATCH = "scratch"  # pretrained=scratch: an explicit choice of random initialisation
+
+
+def check_pretrained(cfg: dict, stages, run_dir: str | None = None) -> str | None:
+    """Refuses to start, before any work, a stage whose network starts from ImageNet weights (source,
+    and the self-distillation student unless ``distill.init`` is set) without them; stages already
+    finished in ``run_dir`` need none. Returns a line to print once when the user chose
+    ``pretrained=scratch``, else None."""
+    weights = IMAGENET_WEIGHTS.get(cfg["backbone"])
+    if run_dir is not None:
+        stages = [s for s in stages if not (stage_state(run_dir, s) or {}).get("finished")]
+    starts = [s for s in stages if s == "source" or (s == "distill" and not cfg["distill"].get("init"))]
+    if weights is None or not starts:
+        return None
+    path = cfg.get("pretrained")
+    if path == SCRATCH:
+        return f"training {cfg['backbone']} from random weights in stage(s) {', '.join(starts)} (pretrained=scratch)"
+    if not path:
+        raise RunError(
+            f"stage {starts[0]} starts {cfg['backbone']} from ImageNet weights, as the paper does: get "
+            f"{weights} and pass --pretrained PATH (or pretrained=PATH); pretrained=scratch trains from "
+            "random weights"
+        )
+    if not os.path.isfile(path):
+        raise RunError(f"pretrained weights {path!r} do not exist (expected {weights})")
+    return None

@@ -244,8 +244,7 @@ def run_stages(cfg, stages, run_dir, resume=False, verbose=1, report=print) -> d
     steps) is reused when resuming, and a stage that trains invalidates the finished ones after it."""
     R.check_output(run_dir)
     R.check_run_dir(run_dir, stages, resume)
-    finished = {s for s in stages if (R.stage_state(run_dir, s) or {}).get("finished")}
-    note = build.check_pretrained(cfg, [s for s in stages if s not in finished])
+    note = R.check_pretrained(cfg, stages, run_dir)
     if note:
         report(note)
     os.makedirs(run_dir, exist_ok=True)

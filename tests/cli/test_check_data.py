@@ -89,6 +89,17 @@ def test_train_names_a_missing_split_before_building_a_network(gta2cs_root):
 
     shutil.rmtree(gta2cs_root / "cityscapes" / "gtFine" / "val")
     out = gta2cs_root / "run"
-    code, text, _ = run("train", "--task", "gta2cs", "--data-root", gta2cs_root, "--output", out, "--quiet")
+    code, text, _ = run(
+        "train",
+        "--task",
+        "gta2cs",
+        "--data-root",
+        gta2cs_root,
+        "--output",
+        out,
+        "--quiet",
+        "--pretrained",
+        "scratch",
+    )
     assert_user_error(code, text, "cityscapes_val", str(gta2cs_root / "cityscapes" / "gtFine" / "val"))
     assert not out.exists()

@@ -54,6 +54,9 @@ def test_train_with_a_missing_split_fails_before_any_backend_loads(tmp_path):
     make_gta5(str(tmp_path / "gta5"), n=2)
     make_cityscapes(str(tmp_path / "cityscapes"), "train")  # no val split
     args = ["train", "--task", "gta2cs", "--data-root", str(tmp_path), "--output", str(tmp_path / "run")]
-    proc = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=60)
-    assert proc.stdout.split() == ["2", "-"], proc.stdout + proc.stderr[-2000:]
+    for extra in ([], ["--pretrained", "scratch"]):  # the missing ImageNet weights, then the missing split
+        proc = subprocess.run(
+            [sys.executable, "-c", PROBE, *args, *extra], capture_output=True, text=True, timeout=60
+        )
+        assert proc.stdout.split() == ["2", "-"], proc.stdout + proc.stderr[-2000:]
     assert not (tmp_path / "run").exists()

@@ -7,7 +7,7 @@ import pytest
 
 from keras_fada import config as C
 from keras_fada.training import RunError
-from keras_fada.training.build import check_pretrained
+from keras_fada.training.run_dir import check_pretrained
 from tests.support.cli import assert_user_error, run
 
 
