@@ -41,6 +41,9 @@ class FADA(SegmentationTrainer):
          "source_labels": int (N, H, W) train ids, 255 = ignore,
          "target_images": float32 (M, H', W', 3) RGB in [0, 255]}
 
+    (a 1-tuple ``(dict,)`` from a Python generator). Logged: ``seg_loss``, ``adv_loss``, ``d_loss``
+    and ``loss`` (= seg + lambda_adv * adv + d).
+
     Args:
         segmentor: G = C∘F with ``feature_extractor`` and ``classifier`` attributes.
         discriminator: a ``FineGrainedDiscriminator`` on F's output; by default one with the
