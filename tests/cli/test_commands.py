@@ -144,7 +144,7 @@ def test_unknown_task_lists_tasks():
 
 def test_missing_data_root_names_the_layout(tmp_path):
     code, text, _ = run("train", "--task", "gta2cs", "--stage", "source", "--data-root", tmp_path / "nope",
-                        "--output", tmp_path / "run", "--quiet")  # fmt: skip
+                        "--output", tmp_path / "run", "--quiet", "--pretrained", "scratch")  # fmt: skip
     assert_user_error(code, text, "images/NNNNN.png")
 
 
