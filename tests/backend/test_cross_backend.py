@@ -1,14 +1,11 @@
 """The strongest check we have: TensorFlow, JAX and PyTorch train FADA identically."""
 
-import os
-import subprocess
-import sys
-
 import keras
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.support.subprocess_npz import run_to_npz
+
 BACKENDS = ("tensorflow", "jax", "torch")
 
 
@@ -20,17 +17,9 @@ def test_two_fada_steps_agree_across_backends(tmp_path):
     results = {}
     for backend in BACKENDS:
         out = tmp_path / f"{backend}.npz"
-        env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
-        proc = subprocess.run(
-            [sys.executable, "-m", "tests.support.cross_backend_step", str(out)],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
+        results[backend] = run_to_npz(
+            "tests.support.cross_backend_step", out, {"KERAS_BACKEND": backend}, 300
         )
-        assert proc.returncode == 0, f"{backend} failed:\n{proc.stderr[-3000:]}"
-        results[backend] = dict(np.load(out))
     reference = results["tensorflow"]
     initial_names = sorted(reference)
     discriminator = [n for n in initial_names if n.startswith("w") and "discriminator" in n]
