@@ -348,3 +348,8 @@ def save_weights_atomic(layer, path: str) -> None:
             os.replace(_h5_name(tmp), tmp)
 
     atomic_write(path, write)
+
+
+def save_model_atomic(model, path: str) -> None:
+    """``model.save(path)`` (a ``.keras`` file) written to a temporary file, flushed and renamed."""
+    atomic_write(path, model.save)

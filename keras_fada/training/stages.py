@@ -24,6 +24,7 @@ from keras_fada.training.checkpoint import (
     SegmentorSnapshots,
     atomic_json,
     fault,
+    save_model_atomic,
     save_weights_atomic,
 )
 from keras_fada.training.pseudo_labels import write_pseudo_labels
@@ -224,15 +225,16 @@ def _run_stage(cfg, stage, run_dir, verbose, evaluate_after) -> dict:
         train_s = round(time.perf_counter() - t0, 1)
         save_weights_atomic(segmentor, R.stage_checkpoint(run_dir, stage))
         # The whole model beside its weights: evaluate, predict, ccd and export load it as saved.
-        segmentor.save(build.whole_model_path(R.stage_checkpoint(run_dir, stage)))
+        save_model_atomic(segmentor, build.whole_model_path(R.stage_checkpoint(run_dir, stage)))
         atomic_json(R.trained_path(run_dir, stage), {"steps": steps_done, "train_s": train_s})
     fault("report")
     result = {"stage": stage, "finished": True, "steps": steps_done, "train_s": train_s}
     if evaluate_after and cfg["eval"]["end_of_stage"]:
         k = int(cfg["num_classes"])
         conf = evaluation.evaluate_dataset(
-            segmentor, specs["target_val"], k, size=s["eval_size"], batch_size=int(cfg["eval"]["batch_size"])
-        )
+            segmentor, specs["target_val"], k, size=s["eval_size"], batch_size=int(cfg["eval"]["batch_size"]),
+            verbose=bool(verbose),
+        )  # fmt: skip
         result.update(tasks.reported_scores(cfg["task"], conf))
     result["wall_s"] = round(time.perf_counter() - t0, 1)
     atomic_json(os.path.join(sdir, "metrics.json"), result)
