@@ -68,6 +68,28 @@ def _rate(ds, batches: int, per_batch: int) -> dict:
     }
 
 
+def _decode_rate(files, graph: bool, n: int = 24) -> dict:
+    """Decoding alone: a tf.data map over full-size PNGs, in the graph or through tf.py_function."""
+    import tensorflow as tf
+
+    from keras_fada.data import io as dio
+
+    def f(p):
+        if graph:
+            return tf.reduce_max(dio.decode_image_in_graph(p))
+        return tf.reduce_max(tf.py_function(lambda q: dio.read_image(q.numpy().decode()), [p], tf.uint8))
+
+    ds = tf.data.Dataset.from_tensor_slices(files).repeat().map(f, num_parallel_calls=tf.data.AUTOTUNE)
+    it = iter(ds.prefetch(4))
+    for _ in range(4):
+        next(it)
+    t, c = time.perf_counter(), time.process_time()
+    for _ in range(n):
+        next(it)
+    wall, cpu = time.perf_counter() - t, time.process_time() - c
+    return {"images_per_s": round(n / wall, 2), "cores_busy": round(cpu / wall, 2)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--root", default="/tmp/keras_fada_input_bench")
@@ -75,7 +97,9 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=6)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--cores", type=int, default=None, help="pin to the first N allowed cores")
-    ap.add_argument("--only", choices=("adaptation", "source_only", "self_distillation"), default=None)
+    ap.add_argument(
+        "--only", choices=("adaptation", "source_only", "self_distillation", "decode"), default=None
+    )
     args = ap.parse_args()
     if args.cores:  # before TensorFlow is imported: its thread pools follow the affinity mask
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.cores])
@@ -100,6 +124,10 @@ def main() -> None:
         "adaptation_note": "GTA5 1914x1052 -> 1280x720 + jitter, Cityscapes 2048x1024 -> 1024x512",
         "fabricate_s": round(fabricate_s, 1),
     }
+    if args.only in (None, "decode"):  # GTA5-size PNG images: in the graph vs through tf.py_function
+        files = sorted(src.list_files()[0])
+        out.update({f"decode_graph_{k}": v for k, v in _decode_rate(files, True).items()})
+        out.update({f"decode_py_function_{k}": v for k, v in _decode_rate(files, False).items()})
     for name, make in pipelines.items():
         if args.only in (None, name):
             ds, per_batch = make()
