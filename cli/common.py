@@ -96,8 +96,17 @@ run_option = click.option(
 
 def resolve_checkpoint(checkpoint, run_dir) -> str:
     """``--checkpoint selected --run DIR``: the snapshot named in ``DIR/selection.json``; else as given."""
+    return choose_checkpoint(checkpoint, run_dir)[0]
+
+
+def choose_checkpoint(checkpoint, run_dir) -> tuple[str, str]:
+    """:func:`resolve_checkpoint` and how the checkpoint was chosen (``last step 400``, ``selected by
+    snd (label-free): step 200``...: :func:`~keras_fada.training.run_dir.checkpoint_choice`), said
+    beside every mIoU."""
+    from keras_fada.training.run_dir import checkpoint_choice
+
     if checkpoint != "selected":
-        return checkpoint
+        return checkpoint, checkpoint_choice(checkpoint)
     path = os.path.join(run_dir or "", "selection.json")
     if not run_dir or not os.path.isfile(path):
         raise UserError(
@@ -108,10 +117,10 @@ def resolve_checkpoint(checkpoint, run_dir) -> str:
 
     with open(path) as f:
         selection = json.load(f)
-    chosen = selection["chosen"]
-    click.echo(f"checkpoint: {chosen['checkpoint']} (step {chosen['step']}), chosen without target labels "
-               f"by score {selection['score']} ({path})")  # fmt: skip
-    return os.path.join(run_dir, chosen["checkpoint"])
+    checkpoint = os.path.join(run_dir, selection["chosen"]["checkpoint"])
+    choice = checkpoint_choice(checkpoint, selection)
+    click.echo(f"checkpoint: {selection['chosen']['checkpoint']}, {choice} ({path})")
+    return checkpoint, choice
 
 
 def checkpoint_config(task, checkpoint, backbone, data_root, config_file, overrides) -> dict:

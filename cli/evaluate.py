@@ -10,9 +10,9 @@ import click
 from keras_fada.cli.common import (
     BACKBONE,
     checkpoint_config,
+    choose_checkpoint,
     parse_scales,
     parse_size,
-    resolve_checkpoint,
     run_option,
     sibling_path,
     task_option,
@@ -48,7 +48,7 @@ def evaluate(
     from keras_fada.training import tasks
     from keras_fada.training.build import load_segmentor
 
-    checkpoint = resolve_checkpoint(checkpoint, run_dir)
+    checkpoint, choice = choose_checkpoint(checkpoint, run_dir)
     cfg = checkpoint_config(task, checkpoint, backbone, data_root, config_file, overrides)
     k = int(cfg["num_classes"])
     scale_list = parse_scales(multiscale, scales, cfg)
@@ -60,14 +60,17 @@ def evaluate(
     conf = evaluate_dataset(segmentor, spec, k, size=size, batch_size=int(cfg["eval"]["batch_size"]),
                             scales=scale_list, flip=flip, scale_resize=scale_resize, verbose=not quiet)  # fmt: skip
     scores = tasks.reported_scores(task, conf)
-    scores.update(task=task, checkpoint=checkpoint, scales=list(scale_list), flip=flip, size=list(size))
+    scores.update(task=task, checkpoint=checkpoint, checkpoint_choice=choice, scales=list(scale_list),
+                  flip=flip, size=list(size))  # fmt: skip
     if len(scale_list) > 1 or scale_list[0] != 1.0:
         scores.update(scale_resize=scale_resize)
     for name, v in scores["iou"].items():
         click.echo(f"{name:<15}{v:>7.2f}")
-    click.echo(f"{'mIoU':<15}{scores['miou']:>7.2f}   ({scores['num_classes_reported']} classes)")
+    click.echo(
+        f"{'mIoU':<15}{scores['miou']:>7.2f}   ({scores['num_classes_reported']} classes; checkpoint: {choice})"
+    )
     if "miou13" in scores:
-        click.echo(f"{'mIoU*':<15}{scores['miou13']:>7.2f}   (13 classes)")
+        click.echo(f"{'mIoU*':<15}{scores['miou13']:>7.2f}   (13 classes; checkpoint: {choice})")
     output = output or sibling_path(checkpoint, ".eval.json")
     with open(output, "w") as f:
         json.dump(scores, f, indent=1)

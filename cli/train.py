@@ -71,12 +71,13 @@ def _print_summary(summary, seconds, output):
     stages = summary["stages"]
     src = stages.get("source", {}).get("miou")
     click.echo("")
-    click.echo(f"{'stage':<10}{'target mIoU':>12}{'vs source-only':>16}")
+    click.echo(f"{'stage':<10}{'target mIoU':>12}{'vs source-only':>16}   checkpoint")
     for name in STAGES:
         if name not in stages or "miou" not in stages[name]:
             continue
         m = stages[name]["miou"]
         gain = "" if name == "source" or src is None else f"{m - src:+.2f}"
+        choice = stages[name].get("checkpoint_choice", "")  # "": a stage trained before it was recorded
         extra = f"   mIoU* {stages[name]['miou13']:.2f}" if "miou13" in stages[name] else ""
-        click.echo(f"{name:<10}{m:>12.2f}{gain:>16}{extra}")
+        click.echo(f"{name:<10}{m:>12.2f}{gain:>16}   {choice:<16}{extra}".rstrip())
     click.echo(f"run directory: {output} ({seconds:.0f} s)")

@@ -133,6 +133,34 @@ def check_stage_inputs(cfg: dict, stage: str, run_dir: str) -> None:
             )
 
 
+SNAPSHOT = re.compile(r"segmentor_iter(\d+)\.weights\.h5")
+# Selection scores that read target-val labels: a checkpoint they choose is an oracle's choice.
+ORACLE_SCORES = ("oracle", "miou")
+
+
+def checkpoint_choice(path: str, selection: dict | None = None) -> str:
+    """How the checkpoint ``path`` was chosen, said beside every mIoU printed or recorded: by
+    ``selection`` (a ``selection.json``) its score, ``label-free`` or an ``oracle`` on target val;
+    else ``last step N`` (a stage's final weights, or its ``.keras`` beside them), ``snapshot step N``
+    or ``as given``."""
+    folder, name = os.path.split(os.path.abspath(path))
+    if selection is not None:
+        step, score = selection["chosen"]["step"], selection["score"]
+        if score == "last":
+            return f"last step {step}"
+        if score in ORACLE_SCORES:
+            return f"oracle: step {step} chosen on target val"
+        return f"selected by {score} (label-free): step {step}"
+    m = SNAPSHOT.fullmatch(name)
+    if m and os.path.basename(folder) == "snapshots":
+        return f"snapshot step {int(m.group(1))}"
+    trained = os.path.join(folder, TRAINED)
+    if name in (CHECKPOINT, CHECKPOINT.replace(".weights.h5", ".keras")) and os.path.isfile(trained):
+        with open(trained) as f:
+            return f"last step {json.load(f)['steps']}"
+    return "as given"
+
+
 def snapshots(run_dir: str, stage: str) -> list[tuple[int, str]]:
     """``(step, path)`` of the stage's snapshots (``snapshots/segmentor_iter<N>.weights.h5``) in step
     order, then the final weights (``trained.json``'s step) as the last row, which replaces a snapshot
@@ -141,7 +169,7 @@ def snapshots(run_dir: str, stage: str) -> list[tuple[int, str]]:
     rows = {}
     if os.path.isdir(folder):
         for name in os.listdir(folder):
-            m = re.fullmatch(r"segmentor_iter(\d+)\.weights\.h5", name)
+            m = SNAPSHOT.fullmatch(name)
             if m:
                 rows[int(m.group(1))] = os.path.join(folder, name)
     trained = trained_state(run_dir, stage)

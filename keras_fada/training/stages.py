@@ -236,6 +236,7 @@ def _run_stage(cfg, stage, run_dir, verbose, evaluate_after) -> dict:
             verbose=bool(verbose),
         )  # fmt: skip
         result.update(tasks.reported_scores(cfg["task"], conf))
+        result["checkpoint_choice"] = R.checkpoint_choice(R.stage_checkpoint(run_dir, stage))
     result["wall_s"] = round(time.perf_counter() - t0, 1)
     atomic_json(os.path.join(sdir, "metrics.json"), result)
     return result
@@ -265,8 +266,11 @@ def run_stages(cfg, stages, run_dir, resume=False, verbose=1, report=print) -> d
             trained = R.trained_state(run_dir, stage)
             results[stage] = run_stage(cfg, stage, run_dir, verbose=verbose)
             retrained = retrained or not (trained and trained["steps"] == results[stage]["steps"])
-        if "miou" in results[stage]:
-            report(f"[{stage}] target mIoU {results[stage]['miou']:.2f}")
+        if "miou" in results[stage]:  # a stage reused from an older version's run: its final weights
+            choice = results[stage].setdefault(
+                "checkpoint_choice", R.checkpoint_choice(R.stage_checkpoint(run_dir, stage))
+            )
+            report(f"[{stage}] target mIoU {results[stage]['miou']:.2f} (checkpoint: {choice})")
     summary = {"task": cfg["task"], "backbone": cfg["backbone"], "stages": results}
     path = os.path.join(run_dir, "metrics.json")
     if os.path.isfile(path):

@@ -29,6 +29,7 @@ def test_train_all_writes_a_complete_run(full_run):
     out, text = full_run
     for stage in ("source", "adapt", "distill"):
         assert f"[{stage}] target mIoU" in text
+        assert json.loads((out / stage / "metrics.json").read_text())["checkpoint_choice"] == "last step 2"
         assert (out / stage / "segmentor.weights.h5").is_file()
         assert (out / stage / "config.yaml").is_file()
         assert any((out / stage / "logs").rglob("events.out.tfevents*"))
@@ -37,6 +38,8 @@ def test_train_all_writes_a_complete_run(full_run):
     summary = json.loads((out / "metrics.json").read_text())
     assert set(summary["stages"]) == {"source", "adapt", "distill"}
     assert set(summary["gain_over_source_only"]) == {"adapt", "distill"}
+    assert text.count("(checkpoint: last step 2)") == 3  # each stage's mIoU says which weights
+    assert summary["stages"]["adapt"]["checkpoint_choice"] == "last step 2"
     cfg = C.read_yaml(out / "config.yaml")
     assert cfg["task"] == "synthetic" and cfg["backbone"] == "small" and cfg["source"]["steps"] == 2
     assert "vs source-only" in text
@@ -94,6 +97,7 @@ def test_evaluate_single_and_multiscale(full_run, data_root, tmp_path):
     assert code == 0, text + repr(res.exception)
     single = json.loads(report.read_text())
     assert len(single["iou"]) == 19 and "mIoU" in text and single["scales"] == [1.0]
+    assert "(19 classes; checkpoint: last step 2)" in text and single["checkpoint_choice"] == "last step 2"
     summary = json.loads((out / "metrics.json").read_text())
     assert single["miou"] == pytest.approx(summary["stages"]["adapt"]["miou"], abs=0.01)
     report = tmp_path / "ms.json"

@@ -56,8 +56,10 @@ def test_select_scores_every_snapshot_and_evaluate_uses_the_choice(adapt_run):
     code, text, res = run("evaluate", "--task", "synthetic", "--checkpoint", "selected", "--run", out,
                           "--quiet", "--output", root / "e.json")  # fmt: skip
     assert code == 0, text + repr(res.exception)
-    assert "chosen without target labels by score snd" in text
+    choice = f"selected by snd (label-free): step {best['step']}"
+    assert f"checkpoint: {choice})" in text  # beside the mIoU
     scores = json.loads((root / "e.json").read_text())
+    assert scores["checkpoint_choice"] == choice
     assert scores["checkpoint"].endswith(best["checkpoint"])
     assert scores["miou"] == pytest.approx(best["miou"], abs=0.01)
 
