@@ -109,18 +109,52 @@ def test_evaluate_single_and_multiscale(full_run, data_root, tmp_path):
     assert 0.0 <= ms["miou"] <= 100.0
 
 
-def test_ccd_writes_table_json_and_png(full_run, data_root, tmp_path):
-    out, _ = full_run
-    prefix = tmp_path / "ccd"
-    code, text, res = run("ccd", "--task", "synthetic", "--checkpoint", out / "adapt" / "segmentor.weights.h5",
-                          "--data-root", data_root, "--num-images", 4, "--output", prefix)  # fmt: skip
+def _ccd(data_root, output, *args):
+    """``keras-fada ccd`` on 4 images per domain; its models from the JSON."""
+    code, text, res = run("ccd", "--task", "synthetic", "--data-root", data_root, "--num-images", 4,
+                          "--quiet", "--output", output, *args)  # fmt: skip
     assert code == 0, text + repr(res.exception)
-    data = json.loads((tmp_path / "ccd.json").read_text())
-    assert len(data["ccd"]) == 19 and data["mean"] > 0
+    return json.loads(output.with_suffix(".json").read_text())["models"], text
+
+
+def test_ccd_of_two_checkpoints_equals_each_alone(full_run, data_root, tmp_path):
+    out, _ = full_run
+    source, adapt = (out / s / "segmentor.weights.h5" for s in ("source", "adapt"))
+    both, text = _ccd(data_root, tmp_path / "both", "--checkpoint", f"src={source}", "--checkpoint", adapt)
+    assert list(both) == ["src", "adapt"]  # a given label, the default: the stage
+    assert ["class", "src", "adapt"] in [line.split() for line in text.splitlines()]  # the table's header
+    for label, path in (("src", source), ("adapt", adapt)):
+        (alone,) = _ccd(data_root, tmp_path / label, "--checkpoint", path)[0].values()
+        assert len(alone["ccd"]) == 19 and alone["ccd"] == pytest.approx(both[label]["ccd"], abs=1e-4)
+        assert alone["checkpoint_choice"] == "last step 2"
     from PIL import Image
 
-    assert Image.open(tmp_path / "ccd.png").size == (900, 420)
-    assert "mean" in text
+    assert Image.open(tmp_path / "both.png").size[0] > 0
+    stages, _ = _ccd(data_root, tmp_path / "run", "--run", out)  # every finished stage
+    assert list(stages) == ["source", "adapt", "distill"]
+    assert stages["adapt"]["ccd"] == pytest.approx(both["adapt"]["ccd"], abs=1e-4)
+
+
+def test_ccd_without_matplotlib_writes_the_table_and_json(full_run, data_root, tmp_path, monkeypatch):
+    import sys
+
+    for name in [n for n in sys.modules if n.partition(".")[0] == "matplotlib"] + ["matplotlib"]:
+        monkeypatch.setitem(sys.modules, name, None)  # `import matplotlib` fails
+    models, text = _ccd(
+        data_root, tmp_path / "c", "--checkpoint", full_run[0] / "adapt" / "segmentor.weights.h5"
+    )
+    assert "note: install keras-fada[plots] to draw the chart" in text and "Traceback" not in text
+    assert len(models["adapt"]["ccd"]) == 19 and not (tmp_path / "c.png").exists()
+
+
+def test_ccd_mistakes_are_one_line(tmp_path):
+    code, text, _ = run("ccd", "--task", "synthetic")
+    assert_user_error(code, text, "--checkpoint [LABEL=]PATH", "--run DIR")
+    a, b = (f"a={tmp_path / name}.weights.h5" for name in "xy")
+    code, text, _ = run("ccd", "--task", "synthetic", "--checkpoint", a, "--checkpoint", b)
+    assert_user_error(code, text, "two checkpoints are labelled 'a'")
+    code, text, _ = run("ccd", "--task", "synthetic", "--run", tmp_path)
+    assert_user_error(code, text, "holds no finished stage")
 
 
 def test_predict_writes_colour_and_overlay(full_run, data_root, tmp_path):

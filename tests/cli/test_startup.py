@@ -5,13 +5,13 @@ import sys
 
 import pytest
 
-# In a fresh interpreter: run the CLI with ARGS and report which backends got imported.
+# In a fresh interpreter: run the CLI with ARGS and report which backends (or matplotlib) got imported.
 PROBE = """
 import sys
 from click.testing import CliRunner
 from keras_fada.cli.main import cli
 result = CliRunner().invoke(cli, sys.argv[1:])
-loaded = sorted(m for m in ("keras", "tensorflow", "jax", "torch") if m in sys.modules)
+loaded = sorted(m for m in ("keras", "tensorflow", "jax", "torch", "matplotlib") if m in sys.modules)
 print(result.exit_code, ",".join(loaded) or "-")
 """
 
