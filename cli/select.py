@@ -11,7 +11,8 @@ import click
 from keras_fada.cli.common import user_errors, with_data_root
 from keras_fada.config import STAGES
 
-SCORE_NAMES = ("last", "entropy", "infomax", "snd")  # keras_fada.selection.SCORES, without importing Keras
+# "last" and keras_fada.selection.SCORES, without importing Keras
+SCORE_NAMES = ("last", "entropy", "infomax", "snd", "discriminator")
 DEFAULT_SCORE = "last"
 
 
@@ -24,7 +25,8 @@ def _fmt(v, width=9, digits=4):
 @click.option("--stage", type=click.Choice(STAGES), default="adapt", show_default=True)
 @click.option(
     "--score", type=click.Choice(SCORE_NAMES), default=DEFAULT_SCORE, show_default=True,
-    help="entropy, infomax (lower is better), snd (higher is better) or last (the final weights).",
+    help="entropy, infomax (lower is better), snd, discriminator (the adaptation stage's own D: its "
+    "target/source confusion; higher is better) or last (the final weights).",
 )  # fmt: skip
 @click.option("--images", type=click.IntRange(min=1), default=64, show_default=True,
               help="Unlabelled target train images scored (a seeded subset).")  # fmt: skip
@@ -57,22 +59,24 @@ def select(run_dir, stage, score, images, pixels, seed, no_labels, data_root, ou
     cfg = C.load_config(
         base["task"], base.get("backbone"), None, with_data_root(overrides, data_root), base=base
     )
+    selection.snapshots_to_score(run_dir, stage, score)  # a run that cannot be scored: one line, no work
     click.echo(f"[select] {stage} of {run_dir}: {images} target images, score {score}")
     result = selection.select_run(
         cfg, run_dir, stage, score, images, pixels, seed, labels=not no_labels, report=lambda row: None
     )
     labelled = "agreement" in result
-    names = selection.SCORES
-    click.echo(f"{'step':>8}" + "".join(f"{n:>9}" for n in names) + (f"{'mIoU':>9}" if labelled else ""))
+    widths = {n: max(9, len(n) + 1) for n in selection.SCORES}
+    header = "".join(f"{n:>{w}}" for n, w in widths.items())
+    click.echo(f"{'step':>8}" + header + (f"{'mIoU':>9}" if labelled else ""))
     for row in result["rows"]:
         mark = " *" if row["step"] == result["chosen"]["step"] else ""
-        line = f"{row['step']:>8}" + "".join(_fmt(row[n]) for n in names)
+        line = f"{row['step']:>8}" + "".join(_fmt(row[n], w) for n, w in widths.items())
         click.echo(line + (_fmt(row["miou"], digits=2) if labelled else "") + mark)
     if labelled:
-        click.echo(f"{'score':<9}{'tau':>7}{'step':>8}{'mIoU':>8}{'gap':>7}   (oracle: target-val labels)")
+        click.echo(f"{'score':<14}{'tau':>7}{'step':>8}{'mIoU':>8}{'gap':>7}   (oracle: target-val labels)")
         for name, a in result["agreement"].items():
             click.echo(
-                f"{name:<9}{_fmt(a.get('tau'), 7, 2)}{a['chosen_step']:>8}{a['miou']:>8.2f}{a['gap']:>7.2f}"
+                f"{name:<14}{_fmt(a.get('tau'), 7, 2)}{a['chosen_step']:>8}{a['miou']:>8.2f}{a['gap']:>7.2f}"
             )
     output = output or os.path.join(run_dir, "selection.json")
     with open(output, "w") as f:

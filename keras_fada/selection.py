@@ -8,17 +8,21 @@ Scores (each oriented by :data:`HIGHER_IS_BETTER`):
 - ``snd``: soft neighbourhood density (Saito et al., ICCV 2021): per image, the softmax (temperature
   0.05) of the cosine similarities of sampled pixels' L2-normalised probability vectors, self excluded,
   then the mean entropy of each row (higher: denser neighbourhoods).
-The fine-grained discriminator's confusion is not a score here: snapshots hold the segmentor only
-(the adaptation stage keeps D in its two resume backups, not per snapshot).
+- ``discriminator`` (adaptation only): the confusion of the snapshot's own fine-grained discriminator,
+  the mass it puts on the source half for target features (higher: target features taken for source);
+  see :func:`discriminator_confusion`. None for stages without a discriminator.
 """
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from keras import ops
 
-SCORES = ("entropy", "infomax", "snd")
-HIGHER_IS_BETTER = {"entropy": False, "infomax": False, "snd": True}
+PROBABILITY_SCORES = ("entropy", "infomax", "snd")  # of the segmentor's predictions alone
+SCORES = (*PROBABILITY_SCORES, "discriminator")
+HIGHER_IS_BETTER = {"entropy": False, "infomax": False, "snd": True, "discriminator": True}
 SND_TEMPERATURE = 0.05
 
 
@@ -103,6 +107,36 @@ class ScoreAccumulator:
         }
 
 
+def source_mass(logits):
+    """Per pixel, the probability D gives the source half: the softmax of its ``2K`` logits
+    ``[source K | target K]`` (..., 2K) taken jointly, as in Eq. 5, summed over the first K."""
+    p = ops.softmax(ops.cast(ops.convert_to_tensor(logits), "float32"), axis=-1)
+    return ops.sum(p[..., : ops.shape(p)[-1] // 2], axis=-1)
+
+
+def discriminator_confusion(logits) -> float:
+    """D's target/source confusion on target features: D trained with cross-entropy to ``[a_s; 0]`` /
+    ``[0; a_t]`` models ``P(d, c | f)``, so the mean over target pixels of ``P(d = source | f_t) =
+    sum_k P(d = source, c = k | f_t)`` is 0 where D tells every target pixel apart and grows as the
+    target features pass for source (Eq. 6's aim). ``logits``: D's outputs (N, h, w, 2K) on target."""
+    return float(ops.convert_to_numpy(ops.mean(source_mass(logits))))
+
+
+class ConfusionAccumulator:
+    """:func:`discriminator_confusion` over batches of D's target logits (all pixels weigh the same)."""
+
+    def __init__(self):
+        self.total, self.pixels = 0.0, 0
+
+    def add(self, logits):
+        mass = np.asarray(ops.convert_to_numpy(source_mass(logits)), np.float64)
+        self.total += float(mass.sum())
+        self.pixels += mass.size
+
+    def result(self) -> float:
+        return self.total / self.pixels
+
+
 def choose(rows, score) -> int:
     """Index of the row ``score`` chooses (``last``: the final weights, the last row); ties: the later."""
     if score == "last":
@@ -123,11 +157,12 @@ def kendall_tau(a, b) -> float:
 
 def agreement(rows, scores=SCORES) -> dict:
     """Per score (and ``last``) with ``miou`` in every row: Kendall's tau of the score (oriented so
-    higher is better) with mIoU, the chosen row's mIoU and the selection gap (best mIoU minus it)."""
+    higher is better) with mIoU, the chosen row's mIoU and the selection gap (best mIoU minus it);
+    a score missing (None) in some row is left out."""
     miou = [r["miou"] for r in rows]
     best = max(miou)
     out = {}
-    for s in ("last", *scores):
+    for s in ("last", *(s for s in scores if all(r.get(s) is not None for r in rows))):
         i = choose(rows, s)
         tau = None
         if s != "last":
@@ -140,8 +175,6 @@ def agreement(rows, scores=SCORES) -> dict:
 
 def target_subset(spec, images, seed, folder):
     """``spec`` restricted to ``images`` target images drawn with ``seed`` (a list file in ``folder``)."""
-    import os
-
     paths = spec.list_files()[0]
     rng = np.random.default_rng(seed)
     chosen = sorted(rng.choice(len(paths), size=min(int(images), len(paths)), replace=False))
@@ -152,16 +185,54 @@ def target_subset(spec, images, seed, folder):
     return spec.replace(list_file=list_file, label_dir=None)  # images only: no label is read
 
 
-def score_segmentor(segmentor, spec, size, batch_size=8, pixels=256, seed=0) -> dict:
-    """Every score of ``segmentor`` on the (unlabelled) images of ``spec`` resized to ``size``."""
+def score_segmentor(segmentor, spec, size, batch_size=8, pixels=256, seed=0, discriminator=None) -> dict:
+    """Every score of ``segmentor`` on the (unlabelled) images of ``spec`` resized to ``size``; the
+    ``discriminator`` score from D applied to the segmentor's features (at their resolution), None
+    without one."""
     from keras_fada import evaluation
     from keras_fada.data import make_inference_dataset
 
     acc = ScoreAccumulator(pixels, seed)
+    confusion = None if discriminator is None else ConfusionAccumulator()
     for images, _paths in make_inference_dataset(spec, batch_size, size=tuple(size)):
         images = ops.convert_to_numpy(images).astype("float32")
         acc.add(evaluation.predict_probabilities(segmentor, images, images.shape[1:3]))
-    return acc.result()
+        if confusion is not None:
+            confusion.add(discriminator(segmentor.feature_extractor.predict_on_batch(images)))
+    return {**acc.result(), "discriminator": None if confusion is None else confusion.result()}
+
+
+def snapshots_to_score(run_dir, stage="adapt", score="last") -> list:
+    """``(step, segmentor path, discriminator path or None)`` of every snapshot of ``stage`` (the final
+    weights last); only files are read, so the command line checks a run with it before any work. A
+    :class:`RunError` for a stage without snapshots, and for ``score == "discriminator"`` on a stage
+    without a discriminator (only adapt trains one) or a snapshot without its own (an older run)."""
+    from keras_fada.training import RunError
+    from keras_fada.training import run_dir as R
+
+    if score == "discriminator" and stage != "adapt":
+        raise RunError(
+            f"--score discriminator needs a discriminator, which stage {stage} does not train: use --stage adapt"
+        )
+    found = R.snapshots(run_dir, stage)
+    if not found:
+        raise RunError(
+            f"run {run_dir!r} has no snapshots or weights of stage {stage}: train it first "
+            "(snapshots need keep_snapshots != 0)"
+        )
+    beside = [R.discriminator_beside(path) if stage == "adapt" else None for _step, path in found]
+    rows = [
+        (step, path, d if d and os.path.isfile(d) else None)
+        for (step, path), d in zip(found, beside, strict=True)
+    ]
+    missing = [step for step, _path, d in rows if d is None]
+    if score == "discriminator" and missing:
+        raise RunError(
+            f"--score discriminator: the adapt snapshots of steps {', '.join(map(str, missing))} in "
+            f"{run_dir!r} have no discriminator saved beside them (a run older than the discriminator "
+            "snapshots); choose another --score"
+        )
+    return rows
 
 
 def select_run(cfg, run_dir, stage="adapt", score="last", images=64, pixels=256, seed=0, labels=True,
@@ -169,30 +240,24 @@ def select_run(cfg, run_dir, stage="adapt", score="last", images=64, pixels=256,
     """Scores every snapshot of ``stage`` in ``run_dir`` (the final weights the last row) on a seeded
     subset of target train; with ``labels`` and a labelled target val also its mIoU and, per score,
     :func:`agreement`. Returns the selection (checkpoint paths relative to ``run_dir``)."""
-    import os
-
     from keras_fada import evaluation
-    from keras_fada.training import RunError, build, tasks
+    from keras_fada.training import build, tasks
     from keras_fada.training import run_dir as R
 
-    found = R.snapshots(run_dir, stage)
-    if not found:
-        raise RunError(
-            f"run {run_dir!r} has no snapshots or weights of stage {stage}: train it first "
-            "(snapshots need keep_snapshots != 0)"
-        )
+    found = snapshots_to_score(run_dir, stage, score)
     specs = tasks.task_specs(cfg)
     k, batch = int(cfg["num_classes"]), int(cfg["eval"]["batch_size"])
     subset = target_subset(specs["target_train"], images, seed, os.path.join(R.stage_dir(run_dir, stage)))
     with_labels = bool(labels) and specs["target_val"].has_labels
     segmentor, rows = None, []
-    for step, path in found:
+    for step, path, d_path in found:
         if segmentor is None:
             segmentor = build.load_segmentor(path, cfg["backbone"], k)
         else:
             build.load_weights(segmentor, path, cfg["backbone"], k)
+        disc = build.load_discriminator(d_path, cfg, segmentor) if d_path else None
         row = {"step": step, "checkpoint": os.path.relpath(path, run_dir)}
-        row.update(score_segmentor(segmentor, subset, cfg["data"]["target_size"], batch, pixels, seed))
+        row.update(score_segmentor(segmentor, subset, cfg["data"]["target_size"], batch, pixels, seed, disc))
         if with_labels:
             conf = evaluation.evaluate_dataset(
                 segmentor, specs["target_val"], k, size=cfg[stage]["eval_size"], batch_size=batch

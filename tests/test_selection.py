@@ -60,11 +60,36 @@ def test_snd_samples_pixels_per_image_and_the_accumulator_does_not_depend_on_bat
     parts.add(p[:2])
     parts.add(p[2:])
     a, b = whole.result(), parts.result()
-    for k in S.SCORES:
+    for k in S.PROBABILITY_SCORES:
         assert a[k] == pytest.approx(b[k], rel=1e-5)
     assert a["snd"] == pytest.approx(ref, rel=1e-4)
     assert a["entropy"] == pytest.approx(S.mean_entropy(p), rel=1e-5)
     assert a["infomax"] == pytest.approx(S.information_maximisation(p), rel=1e-4, abs=1e-6)
+
+
+def _source_mass_np(logits):
+    """D's probability of "source": softmax over all 2K channels [source K | target K], first K summed."""
+    z = logits.astype(np.float64)
+    e = np.exp(z - z.max(-1, keepdims=True))
+    p = e / e.sum(-1, keepdims=True)
+    return p[..., : z.shape[-1] // 2].sum(-1)
+
+
+def test_discriminator_confusion_matches_numpy_and_does_not_depend_on_batching():
+    k = 5
+    logits = (np.random.default_rng(3).normal(size=(3, 4, 6, 2 * k)) * 2.0).astype(np.float32)
+    ref = _source_mass_np(logits).mean()
+    assert S.discriminator_confusion(logits) == pytest.approx(ref, rel=1e-5)
+    acc = S.ConfusionAccumulator()
+    acc.add(logits[:1])
+    acc.add(logits[1:])
+    assert acc.result() == pytest.approx(ref, rel=1e-5)
+    flat = np.zeros((1, 2, 2, 2 * k), np.float32)
+    assert S.discriminator_confusion(flat) == pytest.approx(0.5)  # D cannot tell: half on each domain
+    flat[..., k:] = 20.0  # D sure of "target", whatever the class
+    assert S.discriminator_confusion(flat) < 1e-6
+    one = np.array([[[[1.0, -1.0]]]], np.float32)  # the binary discriminator (K = 1): sigmoid(2)
+    assert S.discriminator_confusion(one) == pytest.approx(1.0 / (1.0 + np.exp(-2.0)), rel=1e-5)
 
 
 def _tau_np(a, b):
@@ -87,6 +112,15 @@ def test_choose_and_agreement_orient_each_score():
     assert a["snd"]["tau"] == pytest.approx(_tau_np(np.array([r["snd"] for r in rows]), miou))
     assert a["last"]["gap"] == pytest.approx(3.0) and a["infomax"]["gap"] == pytest.approx(2.0)
     assert a["oracle"] == {"chosen_step": 100, "miou": 14.0, "gap": 0.0}
+    assert "discriminator" not in a  # absent from the rows: no agreement
+    for r, d in zip(rows, (0.1, 0.3, 0.2, 0.05), strict=True):
+        r["discriminator"] = d
+    assert S.choose(rows, "discriminator") == 1  # the most confused D
+    a = S.agreement(rows)
+    assert a["discriminator"]["tau"] == pytest.approx(_tau_np(np.array([0.1, 0.3, 0.2, 0.05]), miou))
+    assert a["discriminator"]["gap"] == 0.0
+    rows[0]["discriminator"] = None  # a snapshot without its D: the score is left out
+    assert "discriminator" not in S.agreement(rows)
 
 
 def test_snapshots_lists_steps_and_the_final_weights_last(tmp_path):
@@ -101,3 +135,7 @@ def test_snapshots_lists_steps_and_the_final_weights_last(tmp_path):
     rows = R.snapshots(str(tmp_path), "adapt")
     assert [s for s, _ in rows] == [1, 2, 3]
     assert rows[-1][1] == os.path.join(str(tmp_path), "adapt", "segmentor.weights.h5")
+    assert R.discriminator_beside(rows[0][1]) == str(snaps / "discriminator_iter000001.weights.h5")
+    assert R.discriminator_beside(rows[-1][1]) == os.path.join(
+        str(tmp_path), "adapt", "discriminator.weights.h5"
+    )

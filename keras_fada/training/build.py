@@ -9,6 +9,7 @@ from keras_fada import optimizers as fopt
 from keras_fada.config import ConfigError, backbones
 from keras_fada.layers import DomainEncoder, FineGrainedDiscriminator
 from keras_fada.models.deeplabv2 import (
+    batch_norm_layers,
     deeplabv2_resnet101,
     deeplabv2_resnet_small,
     deeplabv2_vgg16,
@@ -117,6 +118,9 @@ def initial_segmentor(cfg: dict, freeze_bn: bool, init: str | None = None):
         segmentor = load_segmentor(init, cfg["backbone"], cfg["num_classes"])
         if freeze_bn:
             freeze_batch_norm(segmentor)
+        else:  # a checkpoint saved frozen (the adapted teacher) loads frozen: train its BN as asked
+            for layer in batch_norm_layers(segmentor):
+                layer.trainable = True
         return segmentor
     segmentor = build_segmentor(cfg["backbone"], cfg["num_classes"], freeze_bn)
     if cfg.get("pretrained") and cfg["pretrained"] != R.SCRATCH:
@@ -126,21 +130,49 @@ def initial_segmentor(cfg: dict, freeze_bn: bool, init: str | None = None):
     return segmentor
 
 
-def fada_model(cfg: dict, segmentor) -> FADA:
-    """The adaptation stage's FADA model (encoder, discriminator, loss switches) from ``cfg``."""
+def domain_encoder(cfg: dict) -> DomainEncoder:
+    """The adaptation stage's class-knowledge encoder (soft / hard / binary) from ``cfg``."""
     enc = cfg["encoder"]
-    encoder = DomainEncoder(
+    return DomainEncoder(
         enc["mode"], temperature=float(enc["temperature"]), clip=float(enc["clip"]),
         threshold=float(enc["threshold"]),
     )  # fmt: skip
+
+
+def discriminator(cfg: dict, segmentor) -> FineGrainedDiscriminator:
+    """FADA's discriminator for ``cfg`` on ``segmentor``'s features (2 x the encoder's knowledge
+    channels), built, so that saved weights load into it."""
     width = int(cfg["discriminator"]["width"])
     disc = FineGrainedDiscriminator(
-        encoder.knowledge_channels(segmentor.num_classes), filters=(width, width // 2)
+        domain_encoder(cfg).knowledge_channels(segmentor.num_classes), filters=(width, width // 2)
     )
+    disc.build((None, None, None, int(segmentor.feature_channels)))
+    return disc
+
+
+def load_discriminator(path: str, cfg: dict, segmentor) -> FineGrainedDiscriminator:
+    """:func:`discriminator` with the weights of ``path``; a missing or mismatched file is a :class:`RunError`."""
+    import keras
+
+    disc = discriminator(cfg, segmentor)
+    if not os.path.isfile(path):
+        raise RunError(f"discriminator checkpoint {path!r} does not exist")
+    try:
+        keras.saving.load_weights(disc, path)
+    except Exception as e:  # noqa: BLE001 - Keras/h5py raise many types for a mismatched file
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise RunError(
+            f"discriminator checkpoint {path!r} does not fit the config's discriminator: {first[:300]}"
+        ) from None
+    return disc
+
+
+def fada_model(cfg: dict, segmentor) -> FADA:
+    """The adaptation stage's FADA model (encoder, discriminator, loss switches) from ``cfg``."""
     return FADA(
         segmentor,
-        discriminator=disc,
-        encoder=encoder,
+        discriminator=discriminator(cfg, segmentor),
+        encoder=domain_encoder(cfg),
         lambda_adv=float(cfg["lambda_adv"]),
         source_temperature=float(cfg["source_temperature"]),
         discriminator_resolution=cfg["discriminator"]["resolution"],

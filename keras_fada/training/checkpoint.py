@@ -31,6 +31,7 @@ import keras
 import numpy as np
 
 from keras_fada.training import RunError
+from keras_fada.training import run_dir as R
 
 WEIGHTS = "model.weights.h5"
 STATE = "state.json"
@@ -311,11 +312,13 @@ def _first_line(e) -> str:
 
 class SegmentorSnapshots(keras.callbacks.Callback):
     """Keeps the segmentor's weights every ``period`` steps as ``<folder>/segmentor_iter<N>.weights.h5``
-    (the official ``model_iter<N>.pth``), the newest ``keep`` of them (``keep < 0``: all)."""
+    (the official ``model_iter<N>.pth``), the newest ``keep`` of them (``keep < 0``: all). With a
+    ``discriminator`` (adaptation) also ``discriminator_iter<N>.weights.h5``, written first, so a listed
+    segmentor snapshot has its discriminator, and pruned with it (the official file holds ``model_D``)."""
 
-    def __init__(self, segmentor, folder, period, keep=-1):
+    def __init__(self, segmentor, folder, period, keep=-1, discriminator=None):
         super().__init__()
-        self.segmentor, self.folder = segmentor, folder
+        self.segmentor, self.folder, self.discriminator = segmentor, folder, discriminator
         self.period, self.keep = int(period), int(keep)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -324,14 +327,20 @@ class SegmentorSnapshots(keras.callbacks.Callback):
             return
         os.makedirs(self.folder, exist_ok=True)
         path = os.path.join(self.folder, f"segmentor_iter{step:06d}.weights.h5")
-        try:
-            save_weights_atomic(self.segmentor, path)
-        except OSError as e:
-            raise RunError(f"cannot write the snapshot {path!r}: {e.strerror or e}") from None
+        parts = [(self.discriminator, R.discriminator_beside(path))] if self.discriminator is not None else []
+        for layer, target in [*parts, (self.segmentor, path)]:
+            try:
+                save_weights_atomic(layer, target)
+            except OSError as e:
+                raise RunError(f"cannot write the snapshot {target!r}: {e.strerror or e}") from None
         if self.keep > 0:
             names = sorted(n for n in os.listdir(self.folder) if n.startswith("segmentor_iter"))
             for old in names[: -self.keep]:
                 os.remove(os.path.join(self.folder, old))
+            kept = {R.discriminator_beside(n) for n in names[-self.keep :]}
+            for old in os.listdir(self.folder):  # a discriminator without its kept segmentor goes too
+                if old.startswith("discriminator_iter") and old not in kept:
+                    os.remove(os.path.join(self.folder, old))
 
 
 def _h5_name(path: str) -> str:
@@ -340,10 +349,11 @@ def _h5_name(path: str) -> str:
 
 
 def save_weights_atomic(layer, path: str) -> None:
-    """``layer.save_weights(path)`` written to a temporary file, flushed and renamed into place."""
+    """``layer``'s weights (a model, or a layer such as the discriminator) written to a temporary
+    ``.weights.h5`` file, flushed and renamed into place."""
 
     def write(tmp):
-        layer.save_weights(_h5_name(tmp))
+        keras.saving.save_weights(layer, _h5_name(tmp))
         if _h5_name(tmp) != tmp:
             os.replace(_h5_name(tmp), tmp)
 

@@ -2,8 +2,9 @@
 
 ``<run>/config.yaml`` (the resolved config), ``<run>/metrics.json`` (every stage and the gain), and
 per stage ``<run>/<stage>/`` with ``config.yaml``, ``backup/ckpt-<step>/`` (the atomic backups of
-:mod:`keras_fada.training.checkpoint`), ``snapshots/`` (the segmentor every checkpoint period),
-``segmentor.weights.h5`` and ``trained.json`` (the result, written once training is complete),
+:mod:`keras_fada.training.checkpoint`), ``snapshots/`` (the segmentor every checkpoint period,
+the adaptation stage's discriminator beside it), ``segmentor.weights.h5`` (and ``discriminator.weights.h5``
+after adaptation) and ``trained.json`` (the result, written once training is complete),
 ``logs/`` (TensorBoard), ``history.csv`` and ``metrics.json`` (written last); ``distill/pseudo_labels/``
 holds the teacher's labels. Every file is written under a temporary name and renamed into place.
 """
@@ -17,6 +18,7 @@ import re
 from keras_fada.training import RunError
 
 CHECKPOINT = "segmentor.weights.h5"
+DISCRIMINATOR = "discriminator.weights.h5"
 TRAINED = "trained.json"
 
 
@@ -26,6 +28,16 @@ def stage_dir(run_dir: str, stage: str) -> str:
 
 def stage_checkpoint(run_dir: str, stage: str) -> str:
     return os.path.join(run_dir, stage, CHECKPOINT)
+
+
+def discriminator_beside(segmentor_path: str) -> str:
+    """The discriminator saved with a segmentor checkpoint: ``snapshots/segmentor_iter<N>.weights.h5``
+    -> ``snapshots/discriminator_iter<N>.weights.h5``, ``<stage>/segmentor.weights.h5`` ->
+    ``<stage>/discriminator.weights.h5`` (adaptation only; it may not exist)."""
+    folder, name = os.path.split(segmentor_path)
+    if not name.startswith("segmentor"):
+        raise ValueError(f"{segmentor_path!r} is not a segmentor checkpoint of a run")
+    return os.path.join(folder, "discriminator" + name[len("segmentor") :])
 
 
 def stage_state(run_dir: str, stage: str) -> dict | None:

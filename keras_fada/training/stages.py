@@ -127,12 +127,14 @@ class _TargetEvaluation(keras.callbacks.Callback):
             logs["val_miou"] = value
 
 
-def _callbacks(cfg, stage, sdir, backup, segmentor, specs, period):
+def _callbacks(cfg, stage, sdir, backup, segmentor, specs, period, discriminator=None):
     eval_period = int(cfg["eval"]["period"])
     callbacks = [
         backup,
         LearningRateLogger(),
-        SegmentorSnapshots(segmentor, os.path.join(sdir, "snapshots"), period, int(cfg["keep_snapshots"])),
+        SegmentorSnapshots(
+            segmentor, os.path.join(sdir, "snapshots"), period, int(cfg["keep_snapshots"]), discriminator
+        ),
     ]
     if eval_period:
         callbacks.append(
@@ -219,10 +221,15 @@ def _run_stage(cfg, stage, run_dir, verbose, evaluate_after) -> dict:
             + (f", resuming at step {done}" if done else "")
         )
         if done < steps:
-            callbacks = _callbacks(cfg, stage, sdir, backup, segmentor, specs, period)
+            discriminator = getattr(model, "discriminator", None)  # adaptation: snapshots keep D too
+            callbacks = _callbacks(cfg, stage, sdir, backup, segmentor, specs, period, discriminator)
             _train(model, cfg, stage, run_dir, specs, backup, callbacks, done, steps, period, verbose)
         steps_done = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
         train_s = round(time.perf_counter() - t0, 1)
+        if getattr(model, "discriminator", None) is not None:  # for select --score discriminator
+            save_weights_atomic(
+                model.discriminator, R.discriminator_beside(R.stage_checkpoint(run_dir, stage))
+            )
         save_weights_atomic(segmentor, R.stage_checkpoint(run_dir, stage))
         # The whole model beside its weights: evaluate, predict, ccd and export load it as saved.
         save_model_atomic(segmentor, build.whole_model_path(R.stage_checkpoint(run_dir, stage)))

@@ -35,6 +35,10 @@ def test_train_all_writes_a_complete_run(full_run):
         assert any((out / stage / "logs").rglob("events.out.tfevents*"))
         assert list((out / stage / "backup").glob("ckpt-*/state.json"))
     assert len(os.listdir(out / "distill" / "pseudo_labels")) == 4
+    for stage in ("source", "adapt", "distill"):  # D beside the segmentor, adaptation only
+        kept = sorted(p.name.split("_")[0] for p in (out / stage / "snapshots").iterdir())
+        assert kept == (["discriminator"] * 2 if stage == "adapt" else []) + ["segmentor"] * 2
+        assert (out / stage / "discriminator.weights.h5").is_file() == (stage == "adapt")
     summary = json.loads((out / "metrics.json").read_text())
     assert set(summary["stages"]) == {"source", "adapt", "distill"}
     assert set(summary["gain_over_source_only"]) == {"adapt", "distill"}

@@ -86,6 +86,40 @@ def test_full_disk_during_a_write_keeps_the_previous_backup(tmp_path, monkeypatc
     assert AtomicBackupAndRestore(str(tmp_path / "b")).restore(_model()) == 1
 
 
+def test_adaptation_snapshots_keep_the_discriminator_beside_the_segmentor(tmp_path):
+    """Each snapshot step writes discriminator_iter<N> with segmentor_iter<N>; keep prunes both; the
+    weights load back into the config's discriminator (build.load_discriminator), another shape fails."""
+    import types
+
+    from keras_fada import config as C
+    from keras_fada.training import build
+    from keras_fada.training import run_dir as R
+    from keras_fada.training.checkpoint import SegmentorSnapshots
+
+    cfg = C.load_config("synthetic", overrides=["discriminator.width=8"])
+    keras.utils.set_random_seed(0)
+    segmentor = build.build_segmentor("small", 19)
+    disc = build.discriminator(cfg, segmentor)
+    snaps = SegmentorSnapshots(segmentor, str(tmp_path), 1, keep=2, discriminator=disc)
+    (tmp_path / "discriminator_iter000009.weights.h5").write_bytes(b"")  # an orphan: goes at pruning
+    for step in (1, 2, 3):
+        snaps.set_model(types.SimpleNamespace(optimizer=types.SimpleNamespace(iterations=step)))
+        snaps.on_epoch_end(step - 1)
+    assert sorted(os.listdir(tmp_path)) == [
+        f"{kind}_iter00000{step}.weights.h5" for kind in ("discriminator", "segmentor") for step in (2, 3)
+    ]  # fmt: skip
+    path = R.discriminator_beside(str(tmp_path / "segmentor_iter000003.weights.h5"))
+    loaded = build.load_discriminator(path, cfg, segmentor)
+    assert loaded.num_classes == 19 and loaded.filters == (8, 4)
+    for u, v in zip(loaded.weights, disc.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+    wider = C.load_config("synthetic", overrides=["discriminator.width=16"])
+    with pytest.raises(RunError, match="does not fit the config's discriminator"):
+        build.load_discriminator(path, wider, segmentor)
+    with pytest.raises(RunError, match="does not exist"):
+        build.load_discriminator(str(tmp_path / "nothing.weights.h5"), cfg, segmentor)
+
+
 @pytest.fixture(scope="module")
 def specs(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic")
