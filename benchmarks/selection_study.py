@@ -1,9 +1,9 @@
 """Label-free checkpoint selection on the built-in synthetic pair (issue 25): per seed a source-only
 model and a FADA adaptation stage with a snapshot every ``--period`` steps (the demo's small network
 and schedule), every snapshot scored by ``keras_fada.selection.select_run`` on 64 unlabelled target
-train images and by target-val mIoU (the oracle). One JSON line per seed, then the summary: per score
-Kendall's tau with mIoU and the selection gap (mean over seeds), and the mIoU of last / each score /
-oracle.
+train images (the discriminator score: the D saved with each snapshot) and by target-val mIoU (the
+oracle). One JSON line per seed, then the summary: per score Kendall's tau with mIoU and the selection
+gap (mean over seeds), and the mIoU of last / each score / oracle.
 
     python benchmarks/selection_study.py                      # 3 seeds, 400 adapt steps, period 50
     python benchmarks/selection_study.py --seeds 0 --adapt-steps 200
@@ -60,6 +60,7 @@ def main() -> None:
             "seed": seed,
             "steps": [r["step"] for r in result["rows"]],
             "miou": [round(r["miou"], 2) for r in result["rows"]],
+            "discriminator": [round(r["discriminator"], 4) for r in result["rows"]],
             "agreement": result["agreement"],
             "train_s": round(train_s, 1),
             "select_s": round(time.perf_counter() - t - train_s, 1),
