@@ -25,7 +25,7 @@ STAGES = ("source", "adapt", "distill")
 
 # Keys whose values come from a fixed set: a typo is an error naming the valid values.
 CHOICES = {
-    "precision": ("float32", "mixed_bfloat16"),
+    "precision": ("float32", "mixed_bfloat16", "mixed_float16"),
     "encoder.mode": ("soft", "hard", "binary"),
     "discriminator.resolution": ("label", "feature"),
     "eval.scale_resize": ("official", "half_pixel"),

@@ -190,3 +190,44 @@ def learning_rate_at(optimizer, step=None):
     if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
         lr = lr(step)
     return float(ops.convert_to_numpy(lr))
+
+
+@keras.saving.register_keras_serializable(package="keras_fada")
+class DynamicLossScale(keras.optimizers.LossScaleOptimizer):
+    """Keras' dynamic loss scaling for ``mixed_float16`` (an overflow skips the step and halves
+    the scale; 2,000 finite steps double it), whose ``iterations`` counts every training step,
+    skipped or not (Keras' wrapper reports the inner optimiser's updates), so that a backup's data
+    position and a stage's step count stay the batches consumed; the learning-rate schedules
+    still follow the updates made. Data parallel: torch processes and JAX shards check the summed
+    gradients, so an overflow anywhere skips the step everywhere (TensorFlow strategies are
+    refused: ``training/distribute.py``).
+
+    The scale, its growth counter and the step count are optimiser variables: they are saved in
+    weights files, ``BackupAndRestore`` backups and ``.keras`` files like the optimiser slots.
+
+    Example:
+    >>> opt = DynamicLossScale(TorchSGD(0.01))   # FADA.compile() wraps by itself under mixed_float16
+    """
+
+    def build(self, var_list):
+        super().build(var_list)
+        self.steps = self.add_variable(
+            shape=(), dtype="int", initializer="zeros", aggregation="only_first_replica", name="steps"
+        )
+
+    @property
+    def iterations(self):
+        return self.steps if self.built else super().iterations
+
+    def apply(self, grads, trainable_variables=None):
+        super().apply(grads, trainable_variables)
+        self.steps.assign_add(1)
+
+    def stateless_apply(self, optimizer_variables, grads, trainable_variables):
+        trainable, optimizer_variables = super().stateless_apply(
+            optimizer_variables, grads, trainable_variables
+        )
+        i = [id(v) for v in self.variables].index(id(self.steps))
+        optimizer_variables = list(optimizer_variables)
+        optimizer_variables[i] = optimizer_variables[i] + 1
+        return trainable, optimizer_variables

@@ -69,6 +69,12 @@ def setup(cfg, stages) -> int:
             _torch_init()
     elif backend == "tensorflow":
         devices = _tensorflow_devices(devices)
+        if devices != 1 and cfg.get("precision") == "mixed_float16":
+            # Keras 3.15's LossScaleOptimizer under MirroredStrategy aborts in its collectives.
+            raise ConfigError(
+                f"precision=mixed_float16 with --devices {devices} is not supported on TensorFlow "
+                "(Keras' loss scaling under MirroredStrategy); use mixed_bfloat16, one device, or JAX/torch"
+            )
     elif backend == "jax":
         devices = _jax_devices(devices)
     elif devices != 1:

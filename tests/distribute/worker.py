@@ -26,9 +26,46 @@ def run(out_path):
             results[f"{mode}{steps}/w/{name}"] = value
         for name, value in logs.items():
             results[f"{mode}{steps}/log/{name}"] = np.float64(value)
+    if keras.backend.backend() != "tensorflow":  # refused there (training/distribute.py)
+        results.update(overflow_on_one_replica())
     if distribute.rank() == 0:
         np.savez(out_path, **results)
     del keras
+
+
+def overflow_on_one_replica():
+    """mixed_float16: one step whose target images overflow float16 on the second replica only;
+    the start and end weights and the loss-scale state."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_fada.training import distribute
+    from tests.distribute import common
+    from tests.support import fada_fixtures as fx
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        cfg = {"devices": 2, "accumulation_steps": 1}
+        with distribute.engine(cfg):
+            model = common.model("soft")
+            start = fx.model_params(model)
+            batch = common.batch()
+            batch["target_images"][2:] = 1e5  # > 65504: inf in float16, on the second replica
+            data = distribute.prepare(cfg, model, tf.data.Dataset.from_tensors(batch).repeat())
+            model.fit(data, epochs=1, steps_per_epoch=1, verbose=0)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    opt = model.optimizer
+    results = {f"f16/start/{n}": v for n, v in start.items()}
+    results.update({f"f16/w/{n}": v for n, v in fx.model_params(model).items()})
+    results["f16/scale"] = np.float64(keras.ops.convert_to_numpy(opt.dynamic_scale))
+    results["f16/steps"] = np.int64(keras.ops.convert_to_numpy(opt.iterations))
+    results["f16/updates"] = np.array(
+        [keras.ops.convert_to_numpy(o.iterations) for o in model.stage_optimizers.values()]
+    )
+    return results
 
 
 def _torch_rank(rank, out_path, port):

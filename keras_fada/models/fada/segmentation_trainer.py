@@ -182,10 +182,16 @@ class SegmentationTrainer(keras.Model):
         # BackupAndRestore and JAX's stateless step see all of it; it routes each
         # variable's gradient to its group's optimiser.
         router = keras.optimizers.MultiOptimizer(lambda v: owner[id(v)], name="fada_optimizers")
-        super().compile(optimizer=router, **kwargs)
+        optimizer = router
+        if self.dtype_policy.name == "mixed_float16":
+            # Dynamic loss scaling (Keras would wrap with its own LossScaleOptimizer).
+            optimizer = fada_optimizers.DynamicLossScale(router, name="loss_scale")
+        super().compile(optimizer=optimizer, **kwargs)
         for name, variables in groups:
             self.stage_optimizers[name].build(variables)
-        router.build(self.trainable_variables)
+        # Built now: a .keras file's optimiser state (loss scale included) loads only into a
+        # built optimiser, and a traced step reads the scale variable, not its initial value.
+        optimizer.build(self.trainable_variables)
 
     def get_compile_config(self):
         if not getattr(self, "stage_optimizers", None):
