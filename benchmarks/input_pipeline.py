@@ -9,6 +9,9 @@ and the self-distillation (scale 0.5-1.5, crop 512x1024, flip) pipelines.
 ``--cores N`` pins the process to its first N allowed cores (as ``taskset``) before TensorFlow starts, so
 ``tf.data`` sizes its thread pool to them; ``*_cpu_s_per_image`` is process CPU time (all threads) per
 image and ``*_cores_busy`` the CPU seconds per wall second, which shows whether the cores were used.
+``*_runnable_threads`` is the mean number of the process's threads running or waiting for a core
+(sampled every 5 ms from /proc): the parallelism the pipeline asks for, which a loaded or capped
+machine cannot hide (``cores_busy`` then only shows the share it got).
 """
 
 from __future__ import annotations
@@ -51,20 +54,60 @@ def _fabricate(root: str, n: int) -> None:
     open(marker, "w").close()
 
 
+class _RunnableThreads:
+    """Samples how many of this process's threads (but the sampler) are running or runnable."""
+
+    def __init__(self, period=0.005):
+        import threading
+
+        self.samples, self.period, self._stop = [], period, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _count(self, own):
+        n = 0
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{tid}/stat") as f:
+                    n += int(tid) != own and f.read().rsplit(")", 1)[1].split()[0] == "R"
+            except OSError:  # the thread ended
+                pass
+        return n
+
+    def _run(self):
+        import threading
+
+        own = threading.get_native_id()
+        while not self._stop.wait(self.period):
+            self.samples.append(self._count(own))
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def mean(self):
+        return round(sum(self.samples) / max(len(self.samples), 1), 2)
+
+
 def _rate(ds, batches: int, per_batch: int) -> dict:
     it = iter(ds)
     for _ in range(2):  # warm-up: tracing, thread pools, autotune
         next(it)
     t, c = time.perf_counter(), time.process_time()
-    for _ in range(batches):
-        b = next(it)
-        _ = [np.asarray(v) for v in (b.values() if isinstance(b, dict) else b)]
+    with _RunnableThreads() as runnable:
+        for _ in range(batches):
+            b = next(it)
+            _ = [np.asarray(v) for v in (b.values() if isinstance(b, dict) else b)]
     wall, cpu = time.perf_counter() - t, time.process_time() - c
     n = batches * per_batch
     return {
         "images_per_s": round(n / wall, 2),
         "cpu_s_per_image": round(cpu / n, 3),
         "cores_busy": round(cpu / wall, 2),
+        "runnable_threads": runnable.mean(),
     }
 
 
