@@ -68,13 +68,10 @@ def setup(cfg, stages) -> int:
         if world > 1:
             _torch_init()
     elif backend == "tensorflow":
+        # Refused before the devices are configured too (that fails once TensorFlow has started).
+        _tensorflow_refuse_float16(cfg, devices)
         devices = _tensorflow_devices(devices)
-        if devices != 1 and cfg.get("precision") == "mixed_float16":
-            # Keras 3.15's LossScaleOptimizer under MirroredStrategy aborts in its collectives.
-            raise ConfigError(
-                f"precision=mixed_float16 with --devices {devices} is not supported on TensorFlow "
-                "(Keras' loss scaling under MirroredStrategy); use mixed_bfloat16, one device, or JAX/torch"
-            )
+        _tensorflow_refuse_float16(cfg, devices)
     elif backend == "jax":
         devices = _jax_devices(devices)
     elif devices != 1:
@@ -88,6 +85,15 @@ def setup(cfg, stages) -> int:
                 f"{steps} micro-batches (accumulation_steps); make {stage}.batch_size a multiple"
             )
     return devices
+
+
+def _tensorflow_refuse_float16(cfg, devices):
+    if devices not in (1, "all") and cfg.get("precision") == "mixed_float16":
+        # Keras 3.15's LossScaleOptimizer under MirroredStrategy aborts in its collectives.
+        raise ConfigError(
+            f"precision=mixed_float16 with --devices {devices} is not supported on TensorFlow "
+            "(Keras' loss scaling under MirroredStrategy); use mixed_bfloat16, one device, or JAX/torch"
+        )
 
 
 def _tensorflow_devices(devices):
@@ -180,15 +186,7 @@ def engine(cfg):
         yield
         return
     if backend == "tensorflow":
-        import tensorflow as tf
-
-        if os.environ.get("TF_CONFIG"):
-            strategy = tf.distribute.MultiWorkerMirroredStrategy()
-        else:
-            kind = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
-            names = [d.name for d in tf.config.list_logical_devices(kind)]
-            strategy = tf.distribute.MirroredStrategy(names if devices == "all" else names[:devices])
-        with strategy.scope():
+        with _tensorflow_strategy(devices).scope():
             yield
         return
     import jax
@@ -200,6 +198,28 @@ def engine(cfg):
         yield
     finally:
         keras.distribution.set_distribution(previous)
+
+
+_STRATEGIES: dict = {}
+
+
+def _tensorflow_strategy(devices):
+    """One strategy per device set for the whole process: each new ``MirroredStrategy`` numbers
+    its collectives from the same keys, so the second stage of a run (a new strategy, other
+    all-reduce shapes) aborted with "Shape mismatch in the collective instance"."""
+    import tensorflow as tf
+
+    if os.environ.get("TF_CONFIG"):
+        key = "multi-worker"
+        if key not in _STRATEGIES:
+            _STRATEGIES[key] = tf.distribute.MultiWorkerMirroredStrategy()
+        return _STRATEGIES[key]
+    kind = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
+    names = [d.name for d in tf.config.list_logical_devices(kind)]
+    key = tuple(names if devices == "all" else names[:devices])
+    if key not in _STRATEGIES:
+        _STRATEGIES[key] = tf.distribute.MirroredStrategy(list(key))
+    return _STRATEGIES[key]
 
 
 def prepare(cfg, model, dataset):

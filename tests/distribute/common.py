@@ -28,10 +28,31 @@ def model(mode, accumulation_steps=1):
     return m
 
 
-def dataset():
+def tf_dataset(data):
+    """``data`` (one batch) repeated, as a ``tf.data`` pipeline: what ``distribute.prepare`` takes."""
     import tensorflow as tf
 
-    return tf.data.Dataset.from_tensors(batch()).repeat()
+    return tf.data.Dataset.from_tensors(data).repeat()
+
+
+def dataset():
+    return tf_dataset(batch())
+
+
+BN_MOMENTUM = 0.5
+
+
+def bn_segmentor():
+    """The tiny segmentor (``fada_fixtures.tiny_segmentor``) behind a BatchNorm on the images: its
+    moving statistics after ``STEPS`` steps on a fixed batch are those of the images alone."""
+    import keras
+
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name="bn")(inputs)
+    x = keras.layers.AveragePooling2D(2)(x)
+    x = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="f_conv")(x)
+    features = keras.Model(inputs, x, name="feature_extractor")
+    return fx.Segmentor(features, fx.ASPPClassifier(fx.K, dilations=fx.DILATIONS, kernel_stddev=0.3))
 
 
 def train(m, data=None):

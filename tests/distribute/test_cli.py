@@ -1,15 +1,12 @@
 """``keras-fada train --devices``: user mistakes are one Error line; 2 devices train on each backend."""
 
 import os
-import subprocess
-import sys
 
 import keras
 import pytest
 
 from tests.support.cli import TINY, assert_user_error, run
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BACKEND = keras.backend.backend()
 
 
@@ -38,25 +35,11 @@ def test_float16_on_several_tensorflow_devices_is_refused(tmp_path):
     assert_user_error(code, text, "precision=mixed_float16 with --devices 2 is not supported on TensorFlow")
 
 
-def test_train_runs_on_two_devices(tmp_path):
-    """The source stage of the synthetic task, 2 steps of 1+1 images on 2 devices, with 2 micro-batches."""
-    args = ["train", "--task", "synthetic", "--stage", "source", "--devices", "2", "--quiet"]
-    args += ["--output", str(tmp_path / "run"), *TINY, "source.batch_size=4", "accumulation_steps=2"]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    launch = [sys.executable, "-m", "keras_fada.cli.main"]
-    if BACKEND == "jax":
-        env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
-    if BACKEND == "torch":
-        launch = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "-m",
-            "keras_fada.cli.main",
-        ]
-    proc = subprocess.run([*launch, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    assert "target mIoU" in proc.stdout
-    assert os.path.isfile(tmp_path / "run" / "source" / "metrics.json")
+def test_train_runs_on_two_devices(two_device_runs):
+    """The source stage of the synthetic task on 2 devices, launched as a user does (conftest.cli_run,
+    started before the first test of the folder)."""
+    run, output = two_device_runs["cli"]
+    code, stdout, stderr = run.wait()
+    assert code == 0, stdout[-2000:] + stderr[-3000:]
+    assert "target mIoU" in stdout
+    assert os.path.isfile(os.path.join(output, "source", "metrics.json"))

@@ -2,19 +2,18 @@
 replicas holding different numbers of labelled pixels), on each backend's own engine."""
 
 import keras
+import numpy as np
 import pytest
 
 from tests.distribute import common, worker
-from tests.support.subprocess_npz import run_to_npz
 
 BACKEND = keras.backend.backend()
 
 
 @pytest.fixture(scope="module")
-def two_devices(tmp_path_factory):
-    out = tmp_path_factory.mktemp("dp") / f"{BACKEND}.npz"
-    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"} if BACKEND == "jax" else {}
-    return run_to_npz("tests.distribute.worker", out, env)
+def two_devices(two_device_runs):
+    """The worker's arrays (started by conftest.py before the first test of the folder)."""
+    return two_device_runs["worker"].result()
 
 
 @pytest.mark.parametrize("mode,steps", worker.CASES)
@@ -38,3 +37,19 @@ def test_an_overflow_on_one_replica_skips_the_step_on_all(two_devices):
     assert float(two_devices["f16/scale"]) == 2.0**14
     assert int(two_devices["f16/steps"]) == 1
     assert two_devices["f16/updates"].tolist() == [0, 0, 0]
+
+
+def test_moving_statistics_are_averaged_over_devices(two_devices):
+    """BatchNorm in training mode: each device normalises by its own rows (TF, torch) or the whole
+    batch (JAX), and every device ends with the same moving statistics, from the whole batch."""
+    x = common.batch()["source_images"].astype("float64")  # rows 0-1 on device 0, 2-3 on device 1
+    kept = common.BN_MOMENTUM**common.STEPS
+    if BACKEND == "jax":  # global arrays: the statistics of the whole batch
+        var = x.var((0, 1, 2))
+    else:
+        var = np.mean([x[:2].var((0, 1, 2)), x[2:].var((0, 1, 2))], axis=0)
+    want = {"bn/mean": (1 - kept) * x.mean((0, 1, 2)), "bn/var": kept + (1 - kept) * var}
+    for key, value in want.items():
+        got = two_devices[key]
+        assert got.shape == (2, *value.shape), key
+        np.testing.assert_allclose(got, np.broadcast_to(value, got.shape), rtol=1e-5, err_msg=key)

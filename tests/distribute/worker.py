@@ -1,6 +1,7 @@
-"""Two FADA steps on 2 devices of the backend named by KERAS_BACKEND, written to an .npz for
+"""Two FADA steps on 2 devices of the backend named by KERAS_BACKEND (and a segmentation trainer's
+BatchNorm statistics, the mixed_float16 overflow), written to an .npz for
 tests/distribute/test_data_parallel.py: TensorFlow on 2 logical CPU devices, JAX with
-XLA_FLAGS=--xla_force_host_platform_device_count=2 (set by the test), torch as two gloo
+XLA_FLAGS=--xla_force_host_platform_device_count=2 (set by conftest.py), torch as two gloo
 processes (rank 0 writes)."""
 
 import os
@@ -16,7 +17,7 @@ def run(out_path):
     from keras_fada.training import distribute
     from tests.distribute import common
 
-    results = {}
+    results = moving_statistics()  # first: a segmentation step, then FADA's under a new engine scope
     for mode, steps in CASES:
         cfg = {"devices": 2, "accumulation_steps": steps}
         with distribute.engine(cfg):
@@ -31,6 +32,45 @@ def run(out_path):
     if distribute.rank() == 0:
         np.savez(out_path, **results)
     del keras
+
+
+def moving_statistics():
+    """A segmentation trainer whose first layer is a BatchNorm on the images, ``common.STEPS`` steps
+    on 2 devices: every device's copy of the moving statistics (``bn/mean``, ``bn/var``)."""
+    import keras
+
+    from keras_fada.models.fada import SegmentationTrainer
+    from keras_fada.training import distribute
+    from tests.distribute import common
+
+    cfg = {"devices": 2, "accumulation_steps": 1}
+    with distribute.engine(cfg):
+        keras.utils.set_random_seed(5)
+        trainer = SegmentationTrainer(common.bn_segmentor())
+        trainer.compile()
+        b = common.batch()
+        data = common.tf_dataset((b["source_images"], b["source_labels"]))
+        trainer.fit(distribute.prepare(cfg, trainer, data), epochs=1, steps_per_epoch=common.STEPS, verbose=0)
+    bn = trainer.segmentor.feature_extractor.get_layer("bn")
+    return {"bn/mean": _per_device(bn.moving_mean), "bn/var": _per_device(bn.moving_variance)}
+
+
+def _per_device(variable):
+    """``(devices, ...)``: each device's copy of a (replicated) variable."""
+    import keras
+    import numpy as np
+
+    value = variable.value
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return np.stack([v.numpy() for v in value.values])
+    if backend == "jax":
+        return np.stack([np.asarray(s.data) for s in value.addressable_shards])
+    import torch
+
+    parts = [torch.empty_like(value) for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather(parts, value.detach().contiguous())
+    return np.stack([p.cpu().numpy() for p in parts])
 
 
 def overflow_on_one_replica():
@@ -71,6 +111,9 @@ def overflow_on_one_replica():
 def _torch_rank(rank, out_path, port):
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1")
     os.environ["MASTER_PORT"] = str(port)
+    import torch
+
+    torch.set_num_threads(1)  # as torchrun does for several processes on one host
     from keras_fada.training import distribute
 
     distribute.setup({"devices": 2}, stages=[])

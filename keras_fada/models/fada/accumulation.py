@@ -121,5 +121,18 @@ def finish(state, groups_per_pass, all_reduce_sum=None):
     return grads, means
 
 
+def moving_statistics(model):
+    """The moving means and variances of ``model``'s trainable ``BatchNormalization`` layers (those
+    a training-mode pass updates, outside the optimiser). Each device updates them from its own
+    rows; the TensorFlow and torch steps then average them over the devices, so that every
+    device keeps the same model (JAX's arrays are global: one update from the whole batch)."""
+    return [
+        v
+        for layer in model._flatten_layers(include_self=False)
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
+        for v in (layer.moving_mean, layer.moving_variance)
+    ]
+
+
 def _add(a, b):
     return b if a is None else a if b is None else a + b
