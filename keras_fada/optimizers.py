@@ -198,9 +198,9 @@ class DynamicLossScale(keras.optimizers.LossScaleOptimizer):
     the scale; 2,000 finite steps double it), whose ``iterations`` counts every training step,
     skipped or not (Keras' wrapper reports the inner optimiser's updates), so that a backup's data
     position and a stage's step count stay the batches consumed; the learning-rate schedules
-    still follow the updates made. Data parallel: torch processes and JAX shards check the summed
-    gradients, so an overflow anywhere skips the step everywhere (TensorFlow strategies are
-    refused: ``training/distribute.py``).
+    still follow the updates made. Data parallel: an overflow on any device skips the step on all
+    (torch processes and JAX shards check the summed gradients; the TensorFlow step shares each
+    replica's verdict, ``tensorflow_two_pass.py``).
 
     The scale, its growth counter and the step count are optimiser variables: they are saved in
     weights files, ``BackupAndRestore`` backups and ``.keras`` files like the optimiser slots.

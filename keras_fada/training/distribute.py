@@ -68,10 +68,7 @@ def setup(cfg, stages) -> int:
         if world > 1:
             _torch_init()
     elif backend == "tensorflow":
-        # Refused before the devices are configured too (that fails once TensorFlow has started).
-        _tensorflow_refuse_float16(cfg, devices)
         devices = _tensorflow_devices(devices)
-        _tensorflow_refuse_float16(cfg, devices)
     elif backend == "jax":
         devices = _jax_devices(devices)
     elif devices != 1:
@@ -85,15 +82,6 @@ def setup(cfg, stages) -> int:
                 f"{steps} micro-batches (accumulation_steps); make {stage}.batch_size a multiple"
             )
     return devices
-
-
-def _tensorflow_refuse_float16(cfg, devices):
-    if devices not in (1, "all") and cfg.get("precision") == "mixed_float16":
-        # Keras 3.15's LossScaleOptimizer under MirroredStrategy aborts in its collectives.
-        raise ConfigError(
-            f"precision=mixed_float16 with --devices {devices} is not supported on TensorFlow "
-            "(Keras' loss scaling under MirroredStrategy); use mixed_bfloat16, one device, or JAX/torch"
-        )
 
 
 def _tensorflow_devices(devices):

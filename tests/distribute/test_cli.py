@@ -26,15 +26,6 @@ def test_torch_without_torchrun_names_the_launch_command(tmp_path):
     assert_user_error(code, text, "torchrun --nproc_per_node 2")
 
 
-@pytest.mark.skipif(BACKEND != "tensorflow", reason="Keras' loss scaling under MirroredStrategy")
-def test_float16_on_several_tensorflow_devices_is_refused(tmp_path):
-    out = tmp_path / "run"
-    code, text, _ = run(
-        "train", "--task", "synthetic", "--devices", "2", "--output", out, "precision=mixed_float16", *TINY
-    )
-    assert_user_error(code, text, "precision=mixed_float16 with --devices 2 is not supported on TensorFlow")
-
-
 def test_train_runs_on_two_devices(two_device_runs):
     """The source stage of the synthetic task on 2 devices, launched as a user does (conftest.cli_run,
     started before the first test of the folder)."""

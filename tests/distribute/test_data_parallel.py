@@ -28,7 +28,6 @@ def test_two_devices_equal_one_device(two_devices, mode, steps):
         assert float(two_devices[f"{mode}{steps}/log/{key}"]) == pytest.approx(want_logs[key], rel=1e-5), key
 
 
-@pytest.mark.skipif(BACKEND == "tensorflow", reason="mixed_float16 x MirroredStrategy is refused")
 def test_an_overflow_on_one_replica_skips_the_step_on_all(two_devices):
     """mixed_float16: every replica skips the step and halves the scale, the step is counted."""
     start = {n[len("f16/start/") :]: v for n, v in two_devices.items() if n.startswith("f16/start/")}

@@ -126,10 +126,12 @@ def moving_statistics(model):
     a training-mode pass updates, outside the optimiser). Each device updates them from its own
     rows; the TensorFlow and torch steps then average them over the devices, so that every
     device keeps the same model (JAX's arrays are global: one update from the whole batch)."""
+    from keras_fada.models.deeplabv2.normalization import batch_norm_layers
+
     return [
         v
-        for layer in model._flatten_layers(include_self=False)
-        if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
+        for layer in batch_norm_layers(model)
+        if layer.trainable
         for v in (layer.moving_mean, layer.moving_variance)
     ]
 

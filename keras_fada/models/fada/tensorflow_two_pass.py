@@ -46,7 +46,7 @@ def train_step(model, data):
     grads, means = accumulation.finish(state, groups, all_reduce_sum)
     total = model.update_loss_metrics(means)
     model._loss_metric().update_state(total, sample_weight=tf.shape(keras.tree.flatten(x)[0])[0])
-    model.optimizer.apply(grads, weights)
+    model.optimizer.apply(_overflow_everywhere(model, grads), weights)
     _average_moving_statistics(model)
     return model.get_metrics_result()
 
@@ -63,3 +63,20 @@ def _average_moving_statistics(model):
     mean = ctx.all_reduce(tf.distribute.ReduceOp.MEAN, flat)
     for v, part in zip(stats, tf.split(mean, [math.prod(v.shape) for v in stats]), strict=True):
         v.assign(tf.cast(tf.reshape(part, v.shape), v.dtype))
+
+
+def _overflow_everywhere(model, grads):
+    """Under a strategy, dynamic loss scaling skips the step where any replica's gradients
+    overflowed: Keras' wrapper checks each replica's own gradients before the strategy sums them
+    (and then follows the first replica's verdict), so an overflow is made visible to all."""
+    ctx = tf.distribute.get_replica_context()
+    scaled = isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    if not scaled or ctx is None or ctx.num_replicas_in_sync == 1:
+        return grads
+    present = [g for g in grads if g is not None]
+    local = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in present])
+    overflows = all_reduce_sum(tf.cast(tf.logical_not(local), "float32"))
+    first = next(i for i, g in enumerate(grads) if g is not None)
+    nan = tf.constant(float("nan"), grads[first].dtype)
+    poison = tf.where(overflows > 0, nan, tf.zeros((), grads[first].dtype))
+    return [g + poison if i == first else g for i, g in enumerate(grads)]
