@@ -15,6 +15,8 @@ micro-batch every factor is exactly 1: the step is bit-for-bit the plain step.
 Backend-neutral (``keras.ops``); the per-backend steps are ``{tensorflow,torch,jax}_two_pass.py``.
 """
 
+import math
+
 import keras
 from keras import ops
 
@@ -121,19 +123,31 @@ def finish(state, groups_per_pass, all_reduce_sum=None):
     return grads, means
 
 
-def moving_statistics(model):
-    """The moving means and variances of ``model``'s trainable ``BatchNormalization`` layers (those
-    a training-mode pass updates, outside the optimiser). Each device updates them from its own
-    rows; the TensorFlow and torch steps then average them over the devices, so that every
-    device keeps the same model (JAX's arrays are global: one update from the whole batch)."""
+def average_moving_statistics(model, all_reduce_sum):
+    """Replaces the moving means and variances of ``model``'s trainable ``BatchNormalization`` layers
+    (which a training-mode pass updates outside the optimiser, each device from its own rows) by
+    their mean over the devices, so that every device keeps the same model. For the TensorFlow and
+    torch steps, with their ``all_reduce_sum``; JAX's arrays are global (one update from the whole
+    batch)."""
     from keras_fada.models.deeplabv2.normalization import batch_norm_layers
+    from keras_fada.training.distribute import replicas
 
-    return [
+    devices = replicas()
+    stats = [
         v
         for layer in batch_norm_layers(model)
         if layer.trainable
         for v in (layer.moving_mean, layer.moving_variance)
     ]
+    if devices == 1 or not stats:
+        return
+    flat = ops.concatenate([ops.reshape(ops.cast(v.value, "float32"), (-1,)) for v in stats])
+    flat = all_reduce_sum(flat) / devices
+    start = 0
+    for v in stats:
+        size = math.prod(v.shape)
+        v.assign(ops.cast(ops.reshape(flat[start : start + size], v.shape), v.dtype))
+        start += size
 
 
 def _add(a, b):

@@ -9,8 +9,6 @@ activations before the target ones exist. Same gradients as the single pass of
 ``FADA.compute_loss`` (tests/test_fada.py, tests/test_cross_backend.py).
 """
 
-import math
-
 import keras
 import tensorflow as tf
 
@@ -47,22 +45,8 @@ def train_step(model, data):
     total = model.update_loss_metrics(means)
     model._loss_metric().update_state(total, sample_weight=tf.shape(keras.tree.flatten(x)[0])[0])
     model.optimizer.apply(_overflow_everywhere(model, grads), weights)
-    _average_moving_statistics(model)
+    accumulation.average_moving_statistics(model, all_reduce_sum)
     return model.get_metrics_result()
-
-
-def _average_moving_statistics(model):
-    """Each replica's BatchNorm moving statistics (a ``MirroredVariable`` without aggregation,
-    updated from its own rows) replaced by their mean over the replicas: else they drift apart
-    and the checkpoint keeps replica 0's."""
-    ctx = tf.distribute.get_replica_context()
-    stats = accumulation.moving_statistics(model)
-    if ctx is None or ctx.num_replicas_in_sync == 1 or not stats:
-        return
-    flat = tf.concat([tf.reshape(tf.cast(v.value, "float32"), [-1]) for v in stats], 0)
-    mean = ctx.all_reduce(tf.distribute.ReduceOp.MEAN, flat)
-    for v, part in zip(stats, tf.split(mean, [math.prod(v.shape) for v in stats]), strict=True):
-        v.assign(tf.cast(tf.reshape(part, v.shape), v.dtype))
 
 
 def _overflow_everywhere(model, grads):

@@ -56,18 +56,5 @@ def train_step(model, data):
         total = model.update_loss_metrics(means)
         model._loss_metric().update_state(total, sample_weight=keras.tree.flatten(x)[0].shape[0])
         model.optimizer.apply(grads, weights)
-        _average_moving_statistics(model)
+        accumulation.average_moving_statistics(model, all_reduce_sum)
     return model.get_metrics_result()
-
-
-def _average_moving_statistics(model):
-    """Each process's BatchNorm moving statistics (updated from its own rows) replaced by their
-    mean over the processes: else the processes drift apart (each then saves and reloads its own)."""
-    stats = accumulation.moving_statistics(model)
-    if not stats or not _distributed() or torch.distributed.get_world_size() == 1:
-        return
-    flat = torch.cat([v.value.detach().reshape(-1).float() for v in stats])
-    torch.distributed.all_reduce(flat)
-    flat /= torch.distributed.get_world_size()
-    for v, part in zip(stats, torch.split(flat, [v.value.numel() for v in stats]), strict=True):
-        v.assign(part.reshape(v.shape).to(v.value.dtype))
